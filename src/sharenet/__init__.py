@@ -1,0 +1,25 @@
+"""sharenet: parameter-shared residual networks (ShaResNet, intra-block sharing) for PyTorch."""
+
+__version__ = "0.1.0"
+
+from .errors import PlanMismatchError, SharenetError, WeightsError
+from .models import count_macs, count_params, create_model, describe, list_models, share_groups
+from .weights import LoadReport, load, load_weights, save, unshare
+
+__all__ = [
+    "LoadReport",
+    "PlanMismatchError",
+    "SharenetError",
+    "WeightsError",
+    "__version__",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "describe",
+    "list_models",
+    "load",
+    "load_weights",
+    "save",
+    "share_groups",
+    "unshare",
+]

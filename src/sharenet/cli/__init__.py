@@ -1,0 +1,37 @@
+"""The `sharenet` command: parses arguments and hands them to the library; errors in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import SharenetError
+from . import models_cmd
+
+COMMANDS = (models_cmd,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sharenet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sharenet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except SharenetError as e:
+        if args.debug:
+            raise
+        print(f"sharenet: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("sharenet: interrupted", file=sys.stderr)
+        return 130

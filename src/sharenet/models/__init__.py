@@ -1,0 +1,22 @@
+"""Parameter-shared residual networks: blocks, stages that own shared kernels, families, registry."""
+
+from .accounting import count_macs, count_params, describe, share_groups
+from .layers import Conv3x3, SharedKernel
+from .registry import NAME_FORMS, create_model, list_models
+from .resnet import ResNet
+from .sharing import SCHEMES, SHARING_RULES
+
+__all__ = [
+    "NAME_FORMS",
+    "SCHEMES",
+    "SHARING_RULES",
+    "Conv3x3",
+    "ResNet",
+    "SharedKernel",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "describe",
+    "list_models",
+    "share_groups",
+]

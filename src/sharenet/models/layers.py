@@ -1,0 +1,118 @@
+"""Convolutions that may borrow their kernel, and the parameter-free / projection shortcuts.
+
+The one mechanism of weight sharing in sharenet lives here: a `SharedKernel` is registered once,
+under the module that owns the sharing (a stage for ShaResNet, a block for Dai et al.), and every
+`Conv3x3` that uses it holds a plain reference to that owning module. Because the reference is
+not a registered submodule, `state_dict()` has exactly one key per distinct tensor; because it
+points at the module rather than at its Parameter, the tie survives `load_state_dict(assign=True)`,
+meta-device construction + `to_empty`, `.to()` and `deepcopy` (which follows object identity).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidArgumentError
+
+
+def _init_kernel(weight: torch.Tensor) -> None:
+    # He et al. / torchvision initialisation for convolutions followed by ReLU.
+    nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+
+
+class SharedKernel(nn.Module):
+    """One 3x3 kernel (out_ch, in_ch, 3, 3) that several `Conv3x3` layers apply."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.in_ch, self.out_ch = in_ch, out_ch
+        self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
+        _init_kernel(self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_ch}, {self.out_ch}, kernel_size=(3, 3)"
+
+
+class Conv3x3(nn.Module):
+    """3x3 convolution, padding 1, no bias; its kernel is its own or a `SharedKernel`'s.
+
+    A borrowed kernel may be applied with a different stride than its other users
+    (intra-block sharing applies one kernel with stride 2, then 1).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, kernel: SharedKernel | None = None):
+        super().__init__()
+        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+        if kernel is None:
+            self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
+            _init_kernel(self.weight)
+            self._borrowed: tuple[SharedKernel, ...] = ()
+        else:
+            if (kernel.in_ch, kernel.out_ch) != (in_ch, out_ch):
+                raise InvalidArgumentError(
+                    f"shared kernel maps {kernel.in_ch}->{kernel.out_ch} channels, this conv needs {in_ch}->{out_ch}"
+                )
+            self._borrowed = (kernel,)  # a tuple, so nn.Module does not register it again
+
+    @property
+    def borrowed(self) -> SharedKernel | None:
+        """The `SharedKernel` this conv applies, or None when the kernel is its own."""
+        return self._borrowed[0] if self._borrowed else None
+
+    def kernel(self) -> torch.Tensor:
+        """The (out_ch, in_ch, 3, 3) tensor applied in forward, own or borrowed."""
+        return self._borrowed[0].weight if self._borrowed else self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel(), None, self.stride, 1)
+
+    def extra_repr(self) -> str:
+        src = "shared" if self._borrowed else "own"
+        return f"{self.in_ch}, {self.out_ch}, stride={self.stride}, kernel={src}"
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+    _init_kernel(conv.weight)
+    return conv
+
+
+class PadShortcut(nn.Module):
+    """He et al.'s option A: subsample by the stride and zero-pad the new channels (no parameters)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        if (out_ch - in_ch) % 2:
+            raise InvalidArgumentError(f"option A shortcut needs an even channel increase, got {in_ch}->{out_ch}")
+        self.stride, self.pad = stride, (out_ch - in_ch) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad))
+
+
+class ProjectionShortcut(nn.Module):
+    """Option B: 1x1 conv with stride, followed by BatchNorm unless `norm=False` (pre-act nets)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: bool = True):
+        super().__init__()
+        self.conv = conv1x1(in_ch, out_ch, stride)
+        self.bn = nn.BatchNorm2d(out_ch) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """Identity when the shape is kept, else option 'A' (pad), 'B' (1x1+BN) or 'conv' (1x1 only)."""
+    if in_ch == out_ch and stride == 1:
+        return nn.Identity()
+    if kind == "A":
+        return PadShortcut(in_ch, out_ch, stride)
+    if kind == "B":
+        return ProjectionShortcut(in_ch, out_ch, stride)
+    if kind == "conv":
+        return ProjectionShortcut(in_ch, out_ch, stride, norm=False)
+    raise InvalidArgumentError(f"unknown shortcut {kind!r}; valid: 'A', 'B', 'conv'")

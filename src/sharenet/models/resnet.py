@@ -1,0 +1,66 @@
+"""The ResNet assembly: stem, stages (where sharing happens), head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .families import ArchSpec
+from .stage import Stage
+
+
+class Stem(nn.Module):
+    """The input layer; never shared. 'cifar': 3x3-BN-ReLU, 'imagenet': 7x7/2-BN-ReLU-maxpool/2,
+    'plain': a lone 3x3 (pre-activation nets normalise inside their first block)."""
+
+    def __init__(self, kind: str, in_chans: int, out_ch: int):
+        super().__init__()
+        k = 7 if kind == "imagenet" else 3
+        self.conv = nn.Conv2d(in_chans, out_ch, k, stride=2 if k == 7 else 1, padding=k // 2, bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        self.bn = nn.BatchNorm2d(out_ch) if kind != "plain" else nn.Identity()
+        self.relu = nn.ReLU(inplace=True) if kind != "plain" else nn.Identity()
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1) if kind == "imagenet" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.relu(self.bn(self.conv(x))))
+
+
+class Head(nn.Module):
+    """(BN-ReLU for pre-activation nets), global average pool, linear classifier."""
+
+    def __init__(self, in_ch: int, num_classes: int, preact: bool):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(in_ch) if preact else nn.Identity()
+        self.relu = nn.ReLU() if preact else nn.Identity()
+        self.fc = nn.Linear(in_ch, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn(x))
+        return self.fc(torch.flatten(x.mean((2, 3)), 1))  # (N, C, H, W) -> (N, C) -> (N, classes)
+
+
+class ResNet(nn.Module):
+    """Any of the four families under any sharing scheme; build it with `sharenet.create_model`."""
+
+    def __init__(self, arch: ArchSpec, share: str, num_classes: int, in_chans: int = 3):
+        super().__init__()
+        self.arch, self.share = arch, share
+        self.config: dict = {}  # filled by create_model: what rebuilds this model from a file
+        self.stem = Stem(arch.stem, in_chans, arch.stem_ch)
+        self.stages = nn.ModuleList(Stage(list(specs), share) for specs in arch.stages)
+        self.head = Head(arch.out_ch, num_classes, arch.preact_head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(x)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, but weights made for another sharing plan fail naming both plans."""
+        if strict and self.config:
+            from ..weights.plans import check_plan_keys
+
+            check_plan_keys(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

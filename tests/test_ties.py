@@ -1,0 +1,93 @@
+"""Tied kernels stay tied through every way PyTorch users copy, move and load models."""
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import sharenet
+from sharenet.models import create_model
+
+from .helpers import assert_tied
+
+CASES = [("resnet20", "stage"), ("resnet20", "block"), ("wrn16_2", "stage"), ("resnet50", "stage")]
+
+
+def _x(model):
+    size = 64 if model.arch.family == "imagenet" else 16
+    return torch.randn(2, 3, size, size)
+
+
+def _distinct_tensors(state):
+    return {(t.untyped_storage().data_ptr(), t.storage_offset()) for t in state.values()}
+
+
+@pytest.fixture(params=CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def model(request):
+    name, share = request.param
+    return create_model(name, share=share).eval()
+
+
+def test_state_dict_has_one_key_per_tensor(model, tmp_path):
+    state = model.state_dict()
+    assert len(state) == len(_distinct_tensors(state))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m.safetensors"))  # refuses aliases
+
+
+def test_deepcopy_keeps_ties_and_detaches_from_source(model):
+    clone = copy.deepcopy(model)
+    assert assert_tied(clone) > 0
+    key = next(iter(sharenet.share_groups(clone)))
+    assert clone.get_parameter(key) is not model.get_parameter(key)
+
+
+def test_dtype_and_memory_format_keep_ties(model):
+    x = _x(model)
+    expected = model(x)
+    model.to(torch.float64)
+    assert_tied(model)
+    model.to(torch.float32).to(memory_format=torch.channels_last)
+    assert_tied(model)
+    torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_meta_construction_then_to_empty_and_load(model):
+    with torch.device("meta"):
+        empty = create_model(**model.config)
+    empty.to_empty(device="cpu")
+    empty.load_state_dict(model.state_dict())
+    assert assert_tied(empty) > 0
+    x = _x(model)
+    torch.testing.assert_close(empty.eval()(x), model(x), rtol=0, atol=0)
+
+
+def test_load_state_dict_assign_keeps_ties_through_an_update(model):
+    fresh = create_model(**model.config).eval()
+    fresh.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    assert_tied(fresh)
+    x = _x(model)
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+    key, convs = next(iter(sharenet.share_groups(fresh).items()))
+    with torch.no_grad():
+        fresh.get_parameter(key).add_(1.0)
+    assert all(fresh.get_submodule(c).kernel() is fresh.get_parameter(key) for c in convs)
+
+
+def test_save_and_load_rebuild_the_same_model(model, tmp_path):
+    path = sharenet.save(model, tmp_path / "m.safetensors")
+    loaded = sharenet.load(path).eval()
+    assert loaded.config == model.config
+    assert sharenet.share_groups(loaded) == sharenet.share_groups(model)
+    assert_tied(loaded)
+    x = _x(model)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_shared_gradient_is_the_sum_over_uses():
+    model = create_model("resnet20", share="stage")
+    key, convs = next(iter(sharenet.share_groups(model).items()))
+    model(torch.randn(4, 3, 16, 16)).sum().backward()
+    kernel = model.get_parameter(key)
+    assert kernel.grad is not None and len(convs) == 3
+    assert sum(p is kernel for p in model.parameters()) == 1  # optimizers see it once
