@@ -5,3 +5,25 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir(tmp_path_factory):
+    """A real Fashion-MNIST subset: 2,560 training and 1,000 test images."""
+    from .datasets import fashion_mnist_subset
+
+    return fashion_mnist_subset(tmp_path_factory.mktemp("fmnist"), 2560, 1000)
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory):
+    from .datasets import cifar_pickles
+
+    return cifar_pickles(tmp_path_factory.mktemp("cifar10"), "cifar10")
+
+
+@pytest.fixture(scope="session")
+def imagenet_dir(tmp_path_factory):
+    from .datasets import imagenet_folders
+
+    return imagenet_folders(tmp_path_factory.mktemp("imagenet"))

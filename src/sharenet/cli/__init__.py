@@ -7,9 +7,9 @@ import sys
 
 from .. import __version__
 from ..errors import SharenetError
-from . import models_cmd
+from . import models_cmd, train_cmd
 
-COMMANDS = (models_cmd,)
+COMMANDS = (models_cmd, train_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sharenet: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("sharenet: interrupted", file=sys.stderr)
         return 130

@@ -28,6 +28,7 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes inside protocol-2 pickles written by Python 3
 }
 
 

@@ -1,0 +1,85 @@
+"""Training-state checkpoints that cannot betray you.
+
+Each checkpoint is written atomically (temp file in the same directory, fsync, rename), then a
+small JSON record with its SHA-256 is written the same way: a checkpoint without a matching
+record is incomplete or corrupt and is never used. Older ones are pruned only after the new one
+is complete. Loading uses torch.load(weights_only=True) only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..data.sources import file_digest
+from ..errors import SharenetError
+from ..weights.files import atomic_write
+
+
+class CheckpointError(SharenetError):
+    """A checkpoint that is missing, corrupt, foreign, or cannot be written."""
+
+
+def _record(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_checkpoint(run_dir: Path, state: dict, keep: int = 2) -> Path:
+    path = Path(run_dir) / f"ckpt-{state['step']:08d}.pt"
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        record = {"file": path.name, "sha256": file_digest(path, "sha256"), "step": state["step"],
+                  "epoch": state["epoch"], "time": time.time()}  # fmt: skip
+        atomic_write(_record(path), lambda tmp: tmp.write_text(json.dumps(record)))
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({e.strerror or e}); earlier checkpoints are kept"
+        ) from None
+    for old in list_checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+        _record(old).unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files in `run_dir`, newest step first."""
+    return sorted(Path(run_dir).glob("ckpt-*.pt"), reverse=True)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        found = find_latest(path)
+        if found is None:
+            raise CheckpointError(f"no complete checkpoint in {path}")
+        return found[1]
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        record = json.loads(_record(path).read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"checkpoint {path} is incomplete: its record {_record(path).name} is missing") from None
+    if file_digest(path, "sha256") != record.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupt: checksum mismatch")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle: torch raises several types
+        raise CheckpointError(f"checkpoint {path} is corrupt: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a sharenet training state")
+    return state
+
+
+def find_latest(run_dir: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint that verifies; bad newer ones are skipped with a warning."""
+    for path in list_checkpoints(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; trying an older one", stacklevel=2)
+    return None

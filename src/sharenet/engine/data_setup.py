@@ -1,0 +1,48 @@
+"""The engine's view of data: a training and a test stream of normalised batches, per rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data import BatchStream, FolderStream, image_folders, load_memory_dataset
+from .config import Config, ConfigError
+
+
+@dataclass
+class Streams:
+    train: BatchStream | FolderStream
+    test: BatchStream | FolderStream
+    classes: tuple[str, ...]
+    in_chans: int
+    source: str
+
+
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    if batch_size % world_size:
+        raise ConfigError(f"optim.batch_size={batch_size} must divide evenly over {world_size} ranks")
+    return batch_size // world_size
+
+
+def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: int = 1) -> Streams:
+    d, r = cfg.data, cfg.run
+    fmt = torch.channels_last if r.channels_last else torch.contiguous_format
+    batch = per_rank_batch(cfg.optim.batch_size, world_size)
+    common = {"device": device, "rank": rank, "world_size": world_size, "memory_format": fmt}
+    if d.dataset == "imagefolder":
+        train_set, test_set = image_folders(d.data_dir, r.seed)
+        return Streams(
+            FolderStream(train_set, batch, train=True, seed=r.seed, workers=d.workers, **common),
+            FolderStream(test_set, r.eval_batch_size, train=False, workers=d.workers, **common),
+            tuple(train_set.classes), 3, d.data_dir,
+        )  # fmt: skip
+    data = load_memory_dataset(d.dataset, d.data_dir, d.download)
+    mean, std = data.channel_stats()
+    augment = {"pad": d.crop_pad, "flip": d.flip, "reflect": d.reflect_pad} if (d.crop_pad or d.flip) else None
+    norm = {"mean": mean, "std": std}
+    train = BatchStream(data.train_x, data.train_y, batch, train=True, seed=r.seed, augment=augment, **norm, **common)
+    test = BatchStream(data.test_x, data.test_y, r.eval_batch_size, train=False, **norm, **common)
+    if len(train) == 0:
+        raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(data.train_y)} training images")
+    return Streams(train, test, data.classes, data.in_chans, data.source)

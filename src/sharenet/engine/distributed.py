@@ -1,0 +1,76 @@
+"""torch.distributed glue: rank discovery from torchrun's environment, DDP wrapping, reductions.
+
+Everything here degrades to a no-op in a single process, so the engine has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+
+
+def rank() -> int:
+    return tdist.get_rank() if tdist.is_available() and tdist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device_type: str) -> torch.device | None:
+    """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs); the rank's device."""
+    if not launched_by_torchrun() or tdist.is_initialized():
+        return None
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    tdist.init_process_group(backend)
+    if device_type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def shutdown() -> None:
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+    """DDP when distributed. Shared kernels need no flag: each is one parameter whose gradient
+    accumulates over its uses before DDP's hook fires once."""
+    if world_size() == 1:
+        return model
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_sum(t: torch.Tensor) -> None:
+    if world_size() > 1:
+        tdist.all_reduce(t)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any (used to stop all ranks together)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item())
