@@ -68,7 +68,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and GPU
-    compile: bool = False  # torch.compile the model (pays back only on long runs)
+    compile: str = "auto"  # torch.compile: on | off | auto (runs of >= 2,000 steps with a compiler present)
     out: str | None = None  # run directory; default runs/<timestamp>-<model>-<share>
     max_steps: int = 0  # stop after this many optimizer steps (0: run every epoch)
     checkpoint_every: int = 0  # steps between checkpoints (0: at epoch ends only)
@@ -98,6 +98,7 @@ CHOICES = {
     "optim.warmup_mode": ("linear", "constant"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.precision": ("auto", "fp32", "bf16", "fp16"),
+    "run.compile": ("auto", "on", "off"),
 }
 SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "recipe"}
 

@@ -7,7 +7,9 @@ CPUs bf16 convolutions are emulated and much slower than fp32, so `auto` falls b
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import platform
+import shutil
 from pathlib import Path
 
 import torch
@@ -44,6 +46,22 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":  # auto
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+COMPILE_MIN_STEPS = 2000  # measured: ~40 s to compile resnet20 on 2 cores, repaid at ~1.25x after ~1,500 steps
+
+
+def compiler_available(device: torch.device) -> bool:
+    """Inductor needs a C++ compiler for CPU code and Triton for CUDA code."""
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    return any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+
+
+def use_compile(setting: str, device: torch.device, total_steps: int) -> bool:
+    if setting == "auto":
+        return total_steps >= COMPILE_MIN_STEPS and compiler_available(device)
+    return setting == "on"
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

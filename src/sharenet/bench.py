@@ -1,0 +1,160 @@
+"""`sharenet bench`: training and inference throughput of the fast path against a plain baseline.
+
+Three variants are measured in one process, interleaved round by round so that machine noise
+hits all alike: (1) the path `sharenet train` takes on this device (the engine's own Trainer:
+channels_last, bf16 autocast where native, foreach SGD, torch.compile when a full run would use
+it); (2) the same network written plainly (eager, fp32, NCHW, default SGD); (3) the unshared
+counterpart on the fast path. Reported: medians over rounds, ratios, and the fraction of the
+machine's measured dense matmul rate that the training step achieves.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from .engine.config import Config, apply
+from .engine.device import autocast, environment, pick_device, pick_dtype, use_compile
+from .engine.fit import build_trainer
+from .models import count_macs, create_model
+
+
+def _inputs(model, batch: int, device, channels_last: bool):
+    size, chans = model.arch.input_size, model.config["in_chans"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, chans, size, size, generator=g).to(device)
+    y = torch.randint(0, model.config["num_classes"], (batch,), generator=g).to(device)
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
+def fast_path(cfg: Config, share: str, device, batch: int) -> tuple[Callable, Callable, float]:
+    """(train step, inference step, compile seconds) built by the engine exactly as training builds them."""
+    dtype = pick_dtype(cfg.run.precision, device)
+    model = create_model(cfg.model.name, share=share).to(device)
+    if cfg.run.channels_last:
+        model.to(memory_format=torch.channels_last)
+    trainer = build_trainer(cfg, model, device, dtype, steps_per_epoch=10_000)  # a full run's compile decision
+    x, y = _inputs(model, batch, device, cfg.run.channels_last)
+    t0 = time.perf_counter()
+    trainer.step(x, y, 0)  # the first step pays for compilation
+    compile_s = time.perf_counter() - t0
+
+    def infer():
+        with torch.no_grad(), autocast(device, dtype):
+            model.eval()(x)
+        model.train()
+
+    return (lambda: trainer.step(x, y, 1)), infer, compile_s
+
+
+def plain_path(name: str, share: str, device, batch: int) -> tuple[Callable, Callable]:
+    """What a user writes by hand: eager, fp32, NCHW, torch.optim.SGD defaults."""
+    model = create_model(name, share=share).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    x, y = _inputs(model, batch, device, channels_last=False)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            model.eval()(x)
+        model.train()
+
+    return step, infer
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict[str, Callable], device, steps: int, rounds: int, batch: int) -> dict[str, float]:
+    """Median images/s of each fn over `rounds`, each round timing `steps` calls of every fn in turn."""
+    rates = {k: [] for k in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            rates[key].append(steps * batch / (time.perf_counter() - t))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def matmul_flops(device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """The machine's dense matrix-multiply rate (FLOP/s, median) in `dtype`."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 7, warmup: int = 3,
+              overrides: dict | None = None) -> dict:  # fmt: skip
+    cfg = apply(Config(), {"model.name": name, "model.share": share, **(overrides or {})})
+    cfg = replace(cfg, optim=replace(cfg.optim, batch_size=batch))
+    device = pick_device(cfg.run.device)
+    dtype = pick_dtype(cfg.run.precision, device)
+    fast_train, fast_infer, compile_s = fast_path(cfg, share, device, batch)
+    none_train, _, compile_none_s = fast_path(cfg, "none", device, batch)
+    base_train, base_infer = plain_path(name, share, device, batch)
+    for fn in (fast_train, none_train, base_train, fast_infer, base_infer):
+        for _ in range(warmup):
+            fn()
+    train = interleaved({"fast": fast_train, "base": base_train, "none": none_train}, device, steps, rounds, batch)
+    infer = interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch)
+    model = create_model(name, share=share)
+    macs = count_macs(model, model.arch.input_size, 3)
+    peak = matmul_flops(device, dtype)
+    achieved = 3 * 2 * macs * train["fast"]  # forward + two backward products per MAC, 2 FLOPs each
+    return {
+        "model": name, "share": share, "batch_size": batch, "steps_per_round": steps, "rounds": rounds,
+        "train_img_per_s": train["fast"], "baseline_img_per_s": train["base"],
+        "unshared_train_img_per_s": train["none"], "speedup_vs_baseline": train["fast"] / train["base"],
+        "shared_vs_unshared": train["fast"] / train["none"],
+        "infer_img_per_s": infer["fast"], "baseline_infer_img_per_s": infer["base"],
+        "infer_speedup_vs_baseline": infer["fast"] / infer["base"],
+        "compiled": use_compile(cfg.run.compile, device, 10_000), "compile_s": compile_s,
+        "compile_unshared_s": compile_none_s, "macs_per_image": macs,
+        "train_tflops": achieved / 1e12, "matmul_tflops": peak / 1e12, "fraction_of_matmul_peak": achieved / peak,
+        "environment": environment(device, dtype, cfg.run.channels_last),
+    }  # fmt: skip
+
+
+def format_table(r: dict) -> str:
+    env = r["environment"]
+    lines = [
+        f"{r['model']} share={r['share']} batch {r['batch_size']}: median of {r['rounds']} interleaved rounds "
+        f"of {r['steps_per_round']} steps",
+        f"{env['device_name']}, {env['threads']} threads, torch {env['torch']}, fast path: {env['dtype']} "
+        f"{env['memory_format']}{' compiled' if r['compiled'] else ''} (compile {r['compile_s']:.1f} s)",
+        f"{'variant':<40}{'train img/s':>12}{'ratio':>8}{'infer img/s':>13}{'ratio':>8}",
+        f"{'plain eager fp32 NCHW (baseline)':<40}{r['baseline_img_per_s']:>12.0f}{1:>8.2f}"
+        f"{r['baseline_infer_img_per_s']:>13.0f}{1:>8.2f}",
+        f"{'sharenet fast path':<40}{r['train_img_per_s']:>12.0f}{r['speedup_vs_baseline']:>8.2f}"
+        f"{r['infer_img_per_s']:>13.0f}{r['infer_speedup_vs_baseline']:>8.2f}",
+        f"{'unshared, fast path':<40}{r['unshared_train_img_per_s']:>12.0f}"
+        f"{r['unshared_train_img_per_s'] / r['baseline_img_per_s']:>8.2f}",
+        f"shared / unshared training throughput: {r['shared_vs_unshared']:.3f}",
+        f"training step: {r['train_tflops']:.3f} TFLOP/s = {100 * r['fraction_of_matmul_peak']:.1f}% of this "
+        f"machine's {env['dtype']} matmul rate ({r['matmul_tflops']:.2f} TFLOP/s)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""`sharenet bench`: measured training and inference throughput, fast path against baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..engine.config import CHOICES, parse_set
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="training/inference images/s: fast path vs plain baseline vs unshared")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--share", default="stage", choices=CHOICES["model.share"])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is reported")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--set", action="append", default=[], metavar="run.KEY=VALUE",
+                   help="fast-path settings, e.g. run.compile=off or run.precision=fp32")  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..bench import format_table, run_bench
+    from ..engine.config import ConfigError
+
+    for name, value in (("--batch-size", args.batch_size), ("--steps", args.steps), ("--rounds", args.rounds)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    result = run_bench(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
+                       parse_set(args.set))  # fmt: skip
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
