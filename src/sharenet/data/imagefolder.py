@@ -129,22 +129,24 @@ class FolderStream:
         self.device, self.memory_format = torch.device(device), memory_format
         self.rank, self.world_size, self.workers = rank, world_size, workers
 
-    def _order(self, epoch: int) -> torch.Tensor:
-        n = len(self.dataset)
-        if not self.train:
-            return torch.arange(n)[self.rank :: self.world_size]
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-        per_rank = n // self.world_size
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
-
     def __len__(self) -> int:
-        n = len(self._order(0))
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+        n = len(self.dataset)
+        if self.train:  # whole global batches, split across ranks as in memory.BatchStream
+            return n // (self.batch_size * self.world_size)
+        return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
+
+    def _batches(self, epoch: int, start: int) -> list[list[int]]:
+        b, r, n = self.batch_size, self.rank, len(self.dataset)
+        if not self.train:
+            order = list(range(r, n, self.world_size))
+            return [order[i * b : (i + 1) * b] for i in range(start, len(self))]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)).tolist()
+        global_b = b * self.world_size
+        return [order[i * global_b + r * b : i * global_b + (r + 1) * b] for i in range(start, len(self))]
 
     def epoch(self, epoch: int, start: int = 0):
         self.dataset.epoch = epoch
-        order = self._order(epoch).tolist()
-        batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(start, len(self))]
+        batches = self._batches(epoch, start)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,

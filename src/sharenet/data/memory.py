@@ -41,22 +41,31 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, reflect: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random pad-and-crop and horizontal flip of a whole uint8 batch in a few tensor ops."""
+def draw_crop_flip(n: int, pad: int, flip: bool, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Random crop offsets (dy, dx) and flip decisions for `n` images."""
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    mask = torch.rand(n, generator=gen) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    return dy, dx, mask
+
+
+def crop_flip(x: torch.Tensor, dy, dx, mask, pad: int, reflect: bool) -> torch.Tensor:
+    """Pad-and-crop at offsets (dy, dx) and flip where `mask`, for a whole uint8 batch in a few ops."""
     n, _, h, w = x.shape
     if pad:
         mode = "reflect" if reflect else "constant"
-        padded = F.pad(x.float() if reflect else x, (pad, pad, pad, pad), mode=mode)
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        padded = F.pad(x.float() if reflect else x, (pad, pad, pad, pad), mode=mode).to(x.dtype)
         rows = (dy[:, None] + torch.arange(h)).to(x.device)  # (N, H)
         cols = (dx[:, None] + torch.arange(w)).to(x.device)  # (N, W)
         idx = torch.arange(n, device=x.device)[:, None, None]
         x = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if flip:
-        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if mask.any():
+        x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
     return x
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, reflect: bool, gen: torch.Generator) -> torch.Tensor:
+    return crop_flip(x, *draw_crop_flip(len(x), pad, flip, gen), pad=pad, reflect=reflect)
 
 
 class BatchStream:
@@ -75,25 +84,38 @@ class BatchStream:
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
 
     def __len__(self) -> int:
-        n = len(self.y) // self.world_size if self.train else len(self._shard(torch.arange(len(self.y))))
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
-
-    def _shard(self, order: torch.Tensor) -> torch.Tensor:
-        if self.train:  # equal shards: drop the remainder so every rank takes the same number of steps
-            per_rank = len(order) // self.world_size
-            return order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return order[self.rank :: self.world_size]  # evaluation: every sample exactly once
+        if self.train:  # whole global batches only: every rank takes the same number of steps
+            return len(self.y) // (self.batch_size * self.world_size)
+        return -(-len(range(self.rank, len(self.y), self.world_size)) // self.batch_size)
 
     def epoch(self, epoch: int, start: int = 0):
-        """Batches `start`.. of `epoch`; the order depends on (seed, epoch) only."""
-        if self.train:
-            order = self._shard(torch.randperm(len(self.y), generator=_generator(self.seed, epoch)))
-        else:
-            order = self._shard(torch.arange(len(self.y)))
+        """Batches `start`.. of `epoch`.
+
+        Training: global batch i is the same set of samples, with the same augmentation, whatever
+        the number of ranks (rank r takes its slice of it), so an N-rank run sees the batches of a
+        1-process run and may resume with another world size. Evaluation: rank r takes every
+        world_size-th sample, so the ranks together cover each sample exactly once.
+        """
+        b, r = self.batch_size, self.rank
+        if not self.train:
+            order = torch.arange(len(self.y))[r :: self.world_size]
+            for i in range(start, len(self)):
+                yield self._batch(order[i * b : (i + 1) * b], None)
+            return
+        order = torch.randperm(len(self.y), generator=_generator(self.seed, epoch))
+        global_b = b * self.world_size
         for i in range(start, len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.x[idx].to(self.device, non_blocking=True)
-            if self.train and self.augment:
-                x = random_crop_flip(x, gen=_generator(self.seed, epoch, i, 7), **self.augment)
-            x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-            yield x, self.y[idx].to(self.device, non_blocking=True)
+            idx = order[i * global_b : (i + 1) * global_b][r * b : (r + 1) * b]
+            params = None
+            if self.augment:
+                a = self.augment
+                drawn = draw_crop_flip(global_b, a["pad"], a["flip"], _generator(self.seed, epoch, i, 7))
+                params = [t[r * b : (r + 1) * b] for t in drawn]
+            yield self._batch(idx, params)
+
+    def _batch(self, idx: torch.Tensor, augment_params) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x[idx].to(self.device, non_blocking=True)
+        if augment_params is not None:
+            x = crop_flip(x, *augment_params, pad=self.augment["pad"], reflect=self.augment["reflect"])
+        x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return x, self.y[idx].to(self.device, non_blocking=True)

@@ -52,7 +52,9 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     if world_size() == 1:
         return model
     if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        from .syncbn import convert
+
+        model = convert(model, device)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -74,3 +76,22 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def gather(obj) -> list:
+    """`obj` from every rank, in rank order (a one-element list in a single process)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def prefix_warnings() -> None:
+    """Warnings from ranks other than 0 carry their rank, so a log of N ranks stays readable."""
+    import warnings
+
+    if world_size() == 1 or rank() == 0:
+        return
+    original = warnings.formatwarning
+    warnings.formatwarning = lambda *a, **k: f"[rank {rank()}] " + original(*a, **k)

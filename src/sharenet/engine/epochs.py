@@ -79,7 +79,7 @@ def train(cfg: Config, trainer: Trainer, streams: Streams, run, pos: Position, c
             pos.step, pos.batch = pos.step + 1, pos.batch + 1
             acc.add(loss, correct, len(y))
             bar.update(1)
-            if pos.step % cfg.run.log_every == 0 or pos.batch == steps_per_epoch:
+            if pos.step % cfg.run.log_every == 0 or pos.batch == steps_per_epoch or done(cfg, pos):
                 log_interval(run, bar, trainer, pos, steps_per_epoch, loss, correct, len(y), clock)
             if checkpoint_due(cfg, pos, steps_per_epoch):
                 acc.fold_into(pos)

@@ -10,6 +10,7 @@ import torch
 
 from ..models import count_params, create_model
 from ..weights import save
+from ..weights.files import tensors_digest
 from . import distributed as dist
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
@@ -28,6 +29,7 @@ def fit(cfg: Config, resume: str | None = None) -> dict:
     """Train `cfg`, writing the run directory; returns summary.json's content."""
     check_config(cfg)
     device = dist.init(pick_device(cfg.run.device).type) or pick_device(cfg.run.device)
+    dist.prefix_warnings()
     try:
         return _fit(cfg, resume, device)
     finally:
@@ -147,6 +149,7 @@ def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: 
         "steps": pos.step, "wall_s": wall_s, "train_img_per_s": img_per_s, "world_size": dist.world_size(),
         "model": cfg.model.name, "share": cfg.model.share, "dataset": cfg.data.dataset,
         "weights": "ema" if trainer.ema is not None else "final",
+        "rank_param_sha256": dist.gather(tensors_digest(dict(model.named_parameters()))),  # equal on every rank
     }  # fmt: skip
     if run:
         save(model, run.path / "model.safetensors", extra={"dataset": cfg.data.dataset, "classes": streams.classes})
