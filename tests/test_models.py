@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sharenet
 from sharenet.models import SCHEMES, count_macs, create_model, list_models, share_groups
@@ -134,3 +136,22 @@ def test_shortcut_b_and_dropout_options():
 def test_cifar_prefix_reaches_depths_that_imagenet_names_take():
     assert create_model("cifar_resnet50").arch.family == "cifar"
     assert create_model("resnet50").arch.family == "imagenet"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(["resnet", "cifar_resnet", "preact_resnet", "wrn", "resnet18_", "x"]),
+    depth=st.integers(-3, 60),
+    width=st.integers(-1, 3) | st.none(),
+    share=st.sampled_from([*SCHEMES, "", "Stage", "all"]),
+    num_classes=st.integers(-1, 3) | st.none(),
+    shortcut=st.sampled_from([None, "A", "B", "C"]),
+)
+def test_factory_either_builds_or_raises_its_own_error(name, depth, width, share, num_classes, shortcut):
+    full = f"{name}{depth}" + ("" if width is None else f"_{width}")
+    try:
+        with torch.device("meta"):
+            model = create_model(full, share=share, num_classes=num_classes, shortcut=shortcut)
+    except sharenet.SharenetError:
+        return
+    assert model.config["share"] == share

@@ -121,3 +121,44 @@ def test_damaged_checkpoints_give_one_named_error(finished_run, tmp_path, damage
     if damage == "foreign":  # a foreign file with a valid record: caught by content, not checksum
         record = json.loads(ckpt.with_suffix(".json").read_text())
         assert record["sha256"] != "" and "checksum mismatch" in proc.stderr
+
+
+def test_unwritable_output_directory_is_refused_before_work(tmp_path, fmnist_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(blocker / "run"), check=False)
+    assert proc.returncode == 2 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from sharenet.engine.checkpoint import save_checkpoint
+
+    good = save_checkpoint(tmp_path, {"model": {}, "step": 1, "epoch": 0})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)  # the one way to fill a disk without filling this one
+    with pytest.raises(CheckpointError, match=r"\(No space left on device\); earlier checkpoints are kept"):
+        save_checkpoint(tmp_path, {"model": {}, "step": 2, "epoch": 0})
+    monkeypatch.undo()
+    assert load_checkpoint(good)["step"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-00000001.json", "ckpt-00000001.pt"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_the_run_and_resume_after_the_fix_works(fmnist_dir, tmp_path):
+    out = tmp_path / "r"
+    args = ["--data-dir", str(fmnist_dir), "--out", str(out), "--batch-size", "64", "--no-progress",
+            "--set", "optim.warmup_steps=0"]  # fmt: skip
+    sharenet_cli("train", *args, "--max-steps", "4", "--lr", "0.05")  # a good checkpoint at step 4
+    (out / "summary.json").unlink()
+    proc = sharenet_cli("train", *args, "--max-steps", "20", "--lr", "1e6", "--resume", "auto", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "non-finite" in proc.stderr and "the step was not applied" in proc.stderr
+    assert [p.name for p in out.glob("ckpt-*.pt")] == ["ckpt-00000004.pt"]  # the last good checkpoint is kept
+    fixed = sharenet_cli("train", *args, "--max-steps", "20", "--lr", "0.05", "--resume", "auto")
+    assert "resumed from" in fixed.stderr and "at step 4" in fixed.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 20

@@ -24,22 +24,24 @@ from .engine.fit import build_trainer
 from .models import count_macs, create_model
 
 
-def _inputs(model, batch: int, device, channels_last: bool):
-    size, chans = model.arch.input_size, model.config["in_chans"]
+def _inputs(model, batch: int, device, channels_last: bool, size: int | None = None):
+    size, chans = size or model.arch.input_size, model.config["in_chans"]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, chans, size, size, generator=g).to(device)
     y = torch.randint(0, model.config["num_classes"], (batch,), generator=g).to(device)
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
-def fast_path(cfg: Config, share: str, device, batch: int) -> tuple[Callable, Callable, float]:
+def fast_path(
+    cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None]
+) -> tuple[Callable, Callable, float]:
     """(train step, inference step, compile seconds) built by the engine exactly as training builds them."""
     dtype = pick_dtype(cfg.run.precision, device)
-    model = create_model(cfg.model.name, share=share).to(device)
+    model = create_model(cfg.model.name, share=share, in_chans=shape[0]).to(device)
     if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
     trainer = build_trainer(cfg, model, device, dtype, steps_per_epoch=10_000)  # a full run's compile decision
-    x, y = _inputs(model, batch, device, cfg.run.channels_last)
+    x, y = _inputs(model, batch, device, cfg.run.channels_last, shape[1])
     t0 = time.perf_counter()
     trainer.step(x, y, 0)  # the first step pays for compilation
     compile_s = time.perf_counter() - t0
@@ -52,11 +54,11 @@ def fast_path(cfg: Config, share: str, device, batch: int) -> tuple[Callable, Ca
     return (lambda: trainer.step(x, y, 1)), infer, compile_s
 
 
-def plain_path(name: str, share: str, device, batch: int) -> tuple[Callable, Callable]:
+def plain_path(name: str, share: str, device, batch: int, shape: tuple[int, int | None]) -> tuple[Callable, Callable]:
     """What a user writes by hand: eager, fp32, NCHW, torch.optim.SGD defaults."""
-    model = create_model(name, share=share).to(device)
+    model = create_model(name, share=share, in_chans=shape[0]).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x, y = _inputs(model, batch, device, channels_last=False)
+    x, y = _inputs(model, batch, device, False, shape[1])
 
     def step():
         loss = F.cross_entropy(model(x), y)
@@ -108,25 +110,28 @@ def matmul_flops(device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> f
 
 
 def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 7, warmup: int = 3,
-              overrides: dict | None = None) -> dict:  # fmt: skip
+              overrides: dict | None = None, in_chans: int = 3, input_size: int | None = None) -> dict:  # fmt: skip
     cfg = apply(Config(), {"model.name": name, "model.share": share, **(overrides or {})})
     cfg = replace(cfg, optim=replace(cfg.optim, batch_size=batch))
     device = pick_device(cfg.run.device)
     dtype = pick_dtype(cfg.run.precision, device)
-    fast_train, fast_infer, compile_s = fast_path(cfg, share, device, batch)
-    none_train, _, compile_none_s = fast_path(cfg, "none", device, batch)
-    base_train, base_infer = plain_path(name, share, device, batch)
+    shape = (in_chans, input_size)
+    fast_train, fast_infer, compile_s = fast_path(cfg, share, device, batch, shape)
+    none_train, _, compile_none_s = fast_path(cfg, "none", device, batch, shape)
+    base_train, base_infer = plain_path(name, share, device, batch, shape)
     for fn in (fast_train, none_train, base_train, fast_infer, base_infer):
         for _ in range(warmup):
             fn()
     train = interleaved({"fast": fast_train, "base": base_train, "none": none_train}, device, steps, rounds, batch)
     infer = interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch)
-    model = create_model(name, share=share)
-    macs = count_macs(model, model.arch.input_size, 3)
+    model = create_model(name, share=share, in_chans=in_chans)
+    size = input_size or model.arch.input_size
+    macs = count_macs(model, size, in_chans)
     peak = matmul_flops(device, dtype)
     achieved = 3 * 2 * macs * train["fast"]  # forward + two backward products per MAC, 2 FLOPs each
     return {
-        "model": name, "share": share, "batch_size": batch, "steps_per_round": steps, "rounds": rounds,
+        "model": name, "share": share, "batch_size": batch, "input": [in_chans, size, size],
+        "steps_per_round": steps, "rounds": rounds,
         "train_img_per_s": train["fast"], "baseline_img_per_s": train["base"],
         "unshared_train_img_per_s": train["none"], "speedup_vs_baseline": train["fast"] / train["base"],
         "shared_vs_unshared": train["fast"] / train["none"],
@@ -142,7 +147,8 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 7
 def format_table(r: dict) -> str:
     env = r["environment"]
     lines = [
-        f"{r['model']} share={r['share']} batch {r['batch_size']}: median of {r['rounds']} interleaved rounds "
+        f"{r['model']} share={r['share']} batch {r['batch_size']}x{'x'.join(map(str, r['input']))}: "
+        f"median of {r['rounds']} interleaved rounds "
         f"of {r['steps_per_round']} steps",
         f"{env['device_name']}, {env['threads']} threads, torch {env['torch']}, fast path: {env['dtype']} "
         f"{env['memory_format']}{' compiled' if r['compiled'] else ''} (compile {r['compile_s']:.1f} s)",

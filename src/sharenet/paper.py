@@ -23,3 +23,18 @@ SHARESNET_PARAMS = (
     ParamRow("resnet101", 1000, 44_549_160, 29_434_920, "44.5M -> 29.4M (33%)"),
     ParamRow("resnet152", 1000, 60_192_808, 36_821_032, "60.2M -> 36.8M (39%)"),
 )
+
+
+# Top-1 test error (%) the papers report: (dataset, model, share) -> error. ShaResNet, single crop.
+PAPER_TOP1_ERROR = {
+    ("cifar10", "preact_resnet164", "stage"): 6.2,
+    ("cifar10", "preact_resnet164", "none"): 5.46,
+    ("cifar10", "wrn40_4", "stage"): 5.1,
+    ("cifar10", "wrn40_4", "none"): 4.17,
+    ("cifar100", "wrn28_10", "stage"): 20.2,
+    ("cifar100", "wrn28_10", "none"): 20.0,
+    ("imagefolder", "resnet34", "stage"): 28.25,
+    ("imagefolder", "resnet50", "stage"): 24.61,
+    ("imagefolder", "resnet101", "stage"): 22.91,
+    ("imagefolder", "resnet152", "stage"): 22.23,
+}

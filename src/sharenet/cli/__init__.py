@@ -7,9 +7,9 @@ import sys
 
 from .. import __version__
 from ..errors import SharenetError
-from . import bench_cmd, models_cmd, train_cmd
+from . import bench_cmd, models_cmd, study_cmd, train_cmd
 
-COMMANDS = (models_cmd, train_cmd, bench_cmd)
+COMMANDS = (models_cmd, train_cmd, bench_cmd, study_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="resnet20")
     p.add_argument("--share", default="stage", choices=CHOICES["model.share"])
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--in-chans", type=int, default=3, help="1 for Fashion-MNIST-shaped input")
+    p.add_argument("--input-size", type=int, help="image side (default: the model's native size)")
     p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is reported")
     p.add_argument("--warmup", type=int, default=3)
@@ -30,6 +32,6 @@ def run(args) -> int:
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     result = run_bench(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
-                       parse_set(args.set))  # fmt: skip
+                       parse_set(args.set), args.in_chans, args.input_size)  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

@@ -166,13 +166,16 @@ def parse_set(items: list[str]) -> dict[str, str]:
     return out
 
 
+METADATA_KEYS = ("recipe", "paper", "expected", "command", "notes")  # experiment files' non-config keys
+
+
 def flatten(tree: dict, where: str) -> dict[str, object]:
     """A YAML config {section: {key: value}} as {"section.key": value}."""
     if not isinstance(tree, dict):
         raise ConfigError(f"{where} must hold a mapping of sections, got {type(tree).__name__}")
     out = {}
     for section, values in tree.items():
-        if section == "recipe":
+        if section in METADATA_KEYS:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: section {section!r} must be a mapping of keys, got {values!r}")

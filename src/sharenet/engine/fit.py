@@ -19,7 +19,7 @@ from .device import environment, pick_device, pick_dtype, use_compile
 from .ema import WeightEMA
 from .epochs import Position, eval_model, say, train
 from .loop import Trainer, evaluate
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves
 from .runlog import RunDir, default_out
 from .validate import check_config, check_resume_compatible
@@ -45,10 +45,11 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
     streams = make_streams(cfg, device, dist.rank(), dist.world_size())
     model = build_model(cfg, streams, device)
     trainer = build_trainer(cfg, model, device, dtype, len(streams.train))
-    pos = restore(run, found, trainer)
+    pos = restore(run, found, trainer, cfg, len(streams.train))
     env = environment(device, dtype, cfg.run.channels_last)
     if run:
-        run.write_config({**cfg.to_dict(), "world_size": dist.world_size()}, env)
+        sizes = {"world_size": dist.world_size(), "batch_per_rank": cfg.optim.batch_size // dist.world_size()}
+        run.write_config({**cfg.to_dict(), **sizes}, env)
     t0 = time.perf_counter()
     img_per_s = train(cfg, trainer, streams, run, pos, lambda p: checkpoint(run, cfg, trainer, p))
     return finish(cfg, trainer, streams, run, pos, time.perf_counter() - t0, img_per_s)
@@ -95,18 +96,20 @@ def resume_state(run: RunDir | None, resume: str | None, cfg: Config) -> tuple[P
     if resume is None:
         return None
     if resume != "auto":
-        state = load_checkpoint(resume)
-        check_resume_compatible(cfg, state)
-        return Path(resume), state
-    found = find_latest(run.path if run else Path(cfg.run.out))
-    if found is None:
-        say(f"no checkpoint in {cfg.run.out}: starting fresh")
-        return None
-    check_resume_compatible(cfg, found[1])
+        found = (Path(resume), load_checkpoint(resume))
+    else:
+        found = find_latest(run.path if run else Path(cfg.run.out))
+        if found is None:
+            say(f"no checkpoint in {cfg.run.out}: starting fresh")
+            return None
+    changed = check_resume_compatible(cfg, found[1])
+    if changed:
+        say("resuming with changed settings: " + "; ".join(changed))
     return found
 
 
-def restore(run: RunDir | None, found: tuple[Path, dict] | None, trainer: Trainer) -> Position:
+def restore(run: RunDir | None, found: tuple[Path, dict] | None, trainer: Trainer, cfg: Config,
+            steps_per_epoch: int) -> Position:  # fmt: skip
     """Load model, optimizer, schedule, EMA, RNG and data position from a checkpoint."""
     if found is None:
         return Position()
@@ -114,6 +117,7 @@ def restore(run: RunDir | None, found: tuple[Path, dict] | None, trainer: Traine
     dist.unwrap(trainer.model).load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
+    reapply_settings(trainer.optimizer, trainer.scheduler, cfg.optim, steps_per_epoch)
     if trainer.ema is not None and state.get("ema"):
         trainer.ema.load_state_dict(state["ema"])
     torch.set_rng_state(state["rng_torch"])

@@ -57,3 +57,17 @@ def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int) -> float:
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg, steps_per_epoch))
+
+
+def reapply_settings(opt: torch.optim.Optimizer, sched, cfg: OptimConfig, steps_per_epoch: int) -> None:
+    """After loading a checkpoint's optimizer state, apply this run's hyper-parameters.
+
+    load_state_dict restores the saved lr, momentum and decay; a resumed run may have changed them
+    (say, a lower lr after a non-finite loss). Momentum buffers and the step count are kept.
+    """
+    lr = base_lr(cfg)
+    for i, group in enumerate(opt.param_groups):
+        group.update(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, initial_lr=lr,
+                     weight_decay=cfg.weight_decay if i == 0 else 0.0)  # fmt: skip
+        group["lr"] = lr * lr_factor(sched.last_epoch, cfg, steps_per_epoch)
+    sched.base_lrs = [lr] * len(opt.param_groups)

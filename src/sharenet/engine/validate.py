@@ -46,21 +46,31 @@ def check_config(cfg: Config) -> None:
         create_model(m.name, share=m.share, shortcut=m.shortcut, dropout=m.dropout)
 
 
-# what must match for a checkpoint to continue a run (device, output, logging may change)
-RESUME_KEYS = ("model", "optim")
+# What must match for a checkpoint to continue a run: the shapes of the state it holds and the
+# meaning of its step count. Other settings (lr, clipping, logging, device) may change on resume,
+# which is how a run stopped by a non-finite loss is continued after the fix.
+RESUME_KEYS = ("model.name", "model.share", "model.shortcut", "model.dropout", "data.dataset",
+               "optim.batch_size", "optim.ema_decay", "optim.decay_norm_and_bias")  # fmt: skip
 
 
-def check_resume_compatible(cfg: Config, state: dict) -> None:
-    saved, now = state.get("config", {}), cfg.to_dict()
-    diffs = [
-        f"{section}.{k}: {saved[section].get(k)!r} -> {v!r}"
-        for section in RESUME_KEYS for k, v in now[section].items()
-        if section in saved and _norm(saved[section].get(k)) != _norm(v)
+def check_resume_compatible(cfg: Config, state: dict) -> list[str]:
+    """Raise for a checkpoint of another model/data/batch; return the settings that changed."""
+    saved = state.get("config", {})
+    now = cfg.to_dict()
+
+    def value(tree, dotted):
+        section, key = dotted.split(".")
+        return _norm(tree.get(section, {}).get(key))
+
+    changed = [
+        f"{s}.{k}: {value(saved, f'{s}.{k}')!r} -> {_norm(v)!r}"
+        for s in ("model", "data", "optim", "run") for k, v in now[s].items()
+        if s in saved and value(saved, f"{s}.{k}") != _norm(v)
     ]  # fmt: skip
-    if saved.get("data", {}).get("dataset", cfg.data.dataset) != cfg.data.dataset:
-        diffs.append(f"data.dataset: {saved['data']['dataset']!r} -> {cfg.data.dataset!r}")
-    if diffs:
-        raise CheckpointError("the checkpoint was made with another configuration: " + "; ".join(diffs))
+    fatal = [c for c in changed if c.split(":")[0] in RESUME_KEYS]
+    if fatal:
+        raise CheckpointError("the checkpoint was made with another configuration: " + "; ".join(fatal))
+    return [c for c in changed if not c.startswith(("run.out", "run.progress", "data.data_dir", "run.device"))]
 
 
 def _norm(value):

@@ -1,0 +1,37 @@
+"""`sharenet study SPEC.yaml` and `sharenet report RUNS... --out FILE.md`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run a grid of models x schemes x seeds (skips finished runs, resumes others)")
+    p.add_argument("spec", help="study YAML (see experiments/fashion-mnist-study.yaml)")
+    p.add_argument("--max-runs", type=int, help="stop after this many runs (a chunk); run again to continue")
+    p.add_argument("--dry-run", action="store_true", help="list what would run")
+    p.set_defaults(run=run_study_cmd)
+
+    p = sub.add_parser("report", help="Markdown/CSV table and PNG plots from run directories")
+    p.add_argument("runs", nargs="+", help="run directories or folders holding them")
+    p.add_argument("--out", default="report.md", help="Markdown file; .csv and .png files go beside it")
+    p.set_defaults(run=run_report)
+
+
+def run_study_cmd(args) -> int:
+    from ..study import load_spec, run_study
+
+    counts = run_study(load_spec(args.spec), args.max_runs, args.dry_run)
+    print(f"study {args.spec}: {counts['done']} already done, {counts['ran']} ran, {counts['failed']} failed, "
+          f"{counts['left']} left")  # fmt: skip
+    return 1 if counts["failed"] else 0
+
+
+def run_report(args) -> int:
+    from ..study import collect, write_report
+
+    files = write_report(collect(args.runs), Path(args.out))
+    print(Path(files["markdown"]).read_text().split("\n\n")[0])
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0

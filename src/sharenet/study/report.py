@@ -1,0 +1,139 @@
+"""`sharenet report RUNS...`: a Markdown + CSV table and PNG plots built from recorded run directories.
+
+Every number comes from the runs' summary.json / metrics.jsonl (final epoch, never the best test
+epoch); seeds of the same (data set, model, scheme) are aggregated as mean +- std.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SharenetError
+from ..paper import PAPER_TOP1_ERROR
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    dataset: str
+    model: str
+    share: str
+    seed: int
+    params: int
+    test_top1: float
+    train_error: float | None  # 1 - training accuracy of the final epoch
+    epochs: float
+    wall_s: float
+    curve: list[tuple[float, float]]  # (epoch, test top-1) per epoch row
+
+
+def collect(paths: list[str | Path]) -> list[RunRecord]:
+    """Every finished run (a directory with summary.json) at or below `paths`."""
+    dirs = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SharenetError(f"{p} does not exist")
+        dirs += [p] if (p / "summary.json").exists() else sorted(d.parent for d in p.rglob("summary.json"))
+    if not dirs:
+        raise SharenetError(f"no finished runs (summary.json) under {', '.join(map(str, paths))}")
+    return [_record(d) for d in dirs]
+
+
+def _record(d: Path) -> RunRecord:
+    summary = json.loads((d / "summary.json").read_text())
+    config = json.loads((d / "config.json").read_text())
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [r for r in rows if r.get("kind") == "epoch"]
+    return RunRecord(
+        d, config["data"]["dataset"], config["model"]["name"], config["model"]["share"], config["run"]["seed"],
+        summary["params"], summary["test_top1"], 1 - epochs[-1]["train_acc"] if epochs else None,
+        summary["epochs"], summary["wall_s"], [(r["epoch"], r["test_top1"]) for r in epochs],
+    )  # fmt: skip
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(records: list[RunRecord]) -> list[dict]:
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault((r.dataset, r.model, r.share), []).append(r)
+    rows = []
+    size = {}  # a model's largest parameter count (its unshared form): models ordered by size, then scheme
+    for r in records:
+        size[r.model] = max(size.get(r.model, 0), r.params)
+    order = {"none": 0, "stage": 1, "block": 2}
+
+    def key(kv):
+        (dataset, model, share), _ = kv
+        return dataset, size[model], model, order.get(share, 3)
+
+    for (dataset, model, share), runs in sorted(groups.items(), key=key):
+        top1, top1_std = _mean_std([r.test_top1 for r in runs])
+        train = [r.train_error for r in runs if r.train_error is not None]
+        base = groups.get((dataset, model, "none"))
+        paper = PAPER_TOP1_ERROR.get((dataset, model, share))
+        rows.append({
+            "dataset": dataset, "model": model, "share": share, "params": runs[0].params, "n": len(runs),
+            "test_top1": top1, "test_top1_std": top1_std,
+            "train_error": statistics.fmean(train) if train else None,
+            "vs_unshared": top1 - statistics.fmean(r.test_top1 for r in base) if base and share != "none" else None,
+            "paper_top1": None if paper is None else 1 - paper / 100,
+            "vs_paper": None if paper is None else top1 - (1 - paper / 100),
+            "epochs": statistics.fmean(r.epochs for r in runs), "wall_s": sum(r.wall_s for r in runs),
+        })  # fmt: skip
+    return rows
+
+
+def _pct(v, signed=False) -> str:
+    return "" if v is None else f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| data set | model | scheme | params | test top-1 % (mean ± std) | n | final train error % "
+            "| vs unshared (pts) | paper top-1 % | vs paper (pts) |")  # fmt: skip
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['share']} | {r['params']:,} | {_pct(r['test_top1'])} ± "
+            f"{_pct(r['test_top1_std'])} | {r['n']} | {_pct(r['train_error'])} | {_pct(r['vs_unshared'], True)} "
+            f"| {_pct(r['paper_top1'])} | {_pct(r['vs_paper'], True)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(records: list[RunRecord], out: Path) -> dict[str, Path]:
+    """FILE.md (table), FILE.csv (one row per group) and two PNGs beside it."""
+    from .plots import accuracy_vs_params, curves_per_model
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(records)
+    stem = out.with_suffix("")
+    files = {
+        "pareto": accuracy_vs_params(rows, stem.with_name(stem.name + "-accuracy-vs-params.png")),
+        "curves": curves_per_model(records, stem.with_name(stem.name + "-curves.png")),
+    }
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    files["csv"] = stem.with_suffix(".csv")
+    total_h = sum(r.wall_s for r in records) / 3600
+    text = [
+        markdown(rows),
+        f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best epoch).",
+        "",
+        f"![accuracy against parameters]({files['pareto'].name})",
+        "",
+        f"![test accuracy per epoch]({files['curves'].name})",
+        "",
+    ]
+    out.write_text("\n".join(text))
+    files["markdown"] = out
+    return files

@@ -1,0 +1,130 @@
+"""`sharenet study SPEC.yaml`: every (model, scheme, seed) of a grid, each in its own run directory.
+
+A finished run (summary.json present) is skipped, an interrupted one resumes from its newest
+checkpoint, so a study can be run in chunks (`--max-runs`, Ctrl-C, a pre-empted machine) and
+simply started again. Each run is a separate `sharenet train` process: one failing run is
+reported and the study goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..engine.config import ConfigError, apply, flatten, read_yaml
+from ..engine.recipes import recipe_config
+from ..engine.validate import check_config
+
+SPEC_KEYS = {"name", "description", "recipe", "base", "models", "schemes", "seeds", "out", "extra_runs"}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    recipe: str
+    base: dict  # config overrides shared by every run ({"optim.epochs": 10, ...})
+    models: tuple[str, ...]
+    schemes: tuple[str, ...]
+    seeds: tuple[int, ...]
+    out: Path
+    extra_runs: tuple[dict, ...] = field(default_factory=tuple)  # [{model:, share:}] beyond the grid
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    model: str
+    share: str
+    seed: int
+    out: Path
+
+    def state(self) -> str:
+        if (self.out / "summary.json").exists():
+            return "done"
+        return "partial" if any(self.out.glob("ckpt-*.pt")) else "new"
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    tree = read_yaml(path)
+    unknown = set(tree) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown study keys {sorted(unknown)}; valid: {', '.join(sorted(SPEC_KEYS))}")
+    for key in ("models", "schemes", "seeds"):
+        if not isinstance(tree.get(key), list) or not tree[key]:
+            raise ConfigError(f"{path}: '{key}' must be a non-empty list")
+    spec = StudySpec(
+        name=str(tree.get("name", Path(path).stem)), recipe=str(tree.get("recipe", "fashion-mnist")),
+        base=flatten(tree.get("base") or {}, str(path)), models=tuple(tree["models"]),
+        schemes=tuple(tree["schemes"]), seeds=tuple(int(s) for s in tree["seeds"]),
+        out=Path(tree.get("out", f"runs/{Path(path).stem}")), extra_runs=tuple(tree.get("extra_runs") or ()),
+    )  # fmt: skip
+    for run in plan_runs(spec):  # every run's config is valid before the first one starts
+        check_config(_config(spec, run))
+    return spec
+
+
+def plan_runs(spec: StudySpec) -> list[PlannedRun]:
+    pairs = [(m, s) for m, s in itertools.product(spec.models, spec.schemes) if _valid(m, s)]
+    extra = [(r["model"], r.get("share", "none")) for r in spec.extra_runs]
+    pairs += [p for p in extra if p not in pairs]
+    # seed-major: after the first len(pairs) runs, every configuration has one seed to report
+    return [PlannedRun(m, s, seed, spec.out / f"{m}-{s}-s{seed}") for seed in spec.seeds for m, s in pairs]
+
+
+def _valid(model: str, share: str) -> bool:
+    from ..models import create_model
+
+    try:
+        import torch
+
+        with torch.device("meta"):
+            create_model(model, share=share)
+        return True
+    except ValueError:  # e.g. block sharing on a bottleneck family: not part of the grid
+        return False
+
+
+def _config(spec: StudySpec, run: PlannedRun):
+    cfg = apply(recipe_config(spec.recipe), spec.base)
+    return apply(
+        cfg, {"model.name": run.model, "model.share": run.share, "run.seed": run.seed, "run.out": str(run.out)}
+    )
+
+
+def train_command(spec: StudySpec, run: PlannedRun) -> list[str]:
+    sets = [f"{k}={_yaml_value(v)}" for k, v in spec.base.items()]
+    cmd = [sys.executable, "-m", "sharenet", "train", "--recipe", spec.recipe, "--model", run.model,
+           "--share", run.share, "--seed", str(run.seed), "--out", str(run.out), "--no-progress"]  # fmt: skip
+    cmd += [arg for s in sets for arg in ("--set", s)]
+    if run.state() == "partial":
+        cmd += ["--resume", "auto"]
+    return cmd
+
+
+def _yaml_value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = False, log=print) -> dict[str, int]:
+    """Run what is not done yet; returns counts of done / ran / failed / skipped runs."""
+    counts = {"done": 0, "ran": 0, "failed": 0, "left": 0}
+    for run in plan_runs(spec):
+        state = run.state()
+        if state == "done":
+            counts["done"] += 1
+            continue
+        if dry_run or (max_runs is not None and counts["ran"] + counts["failed"] >= max_runs):
+            counts["left"] += 1
+            log(f"{'would run' if dry_run else 'left'}: {run.out} ({state})")
+            continue
+        log(f"{'resuming' if state == 'partial' else 'running'} {run.out}")
+        run.out.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(train_command(spec, run))
+        counts["ran" if proc.returncode == 0 else "failed"] += 1
+        if proc.returncode:
+            log(f"FAILED ({proc.returncode}): {run.out}; rerun the study to retry it")
+    return counts
