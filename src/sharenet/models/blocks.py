@@ -42,6 +42,13 @@ class _Block(nn.Module):
         self.shared = own_shared  # intra-block kernel, registered here once; None otherwise
 
 
+class _PreActBlock(_Block):
+    def entry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(BN-ReLU of the input, the skip path): a projecting block feeds both from the BN-ReLU."""
+        pre = self.relu(self.bn1(x))
+        return pre, self.shortcut(pre) if self.projects else x
+
+
 class BasicBlock(_Block):
     """Post-activation basic block (He et al.): conv3x3(stride)-BN-ReLU-conv3x3-BN, add, ReLU."""
 
@@ -81,7 +88,7 @@ class Bottleneck(_Block):
         return self.relu(out + self.shortcut(x))
 
 
-class PreActBottleneck(_Block):
+class PreActBottleneck(_PreActBlock):
     """Pre-activation bottleneck (He et al. 2016b, ResNet-164/1001): BN-ReLU-1x1-BN-ReLU-3x3-BN-ReLU-1x1.
 
     A block that changes the shape applies one BN-ReLU to its input, feeding both branches, puts
@@ -101,15 +108,14 @@ class PreActBottleneck(_Block):
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.relu(self.bn1(x))
-        skip = self.shortcut(pre) if self.projects else x
+        pre, skip = self.entry(x)
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
         return out + skip
 
 
-class WideBasic(_Block):
+class WideBasic(_PreActBlock):
     """Wide-ResNet block (Zagoruyko & Komodakis): BN-ReLU-3x3(stride)-BN-ReLU-dropout-3x3.
 
     A block whose widths differ applies one BN-ReLU to its input, feeding both branches, and
@@ -128,8 +134,7 @@ class WideBasic(_Block):
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.relu(self.bn1(x))
-        skip = self.shortcut(pre) if self.projects else x
+        pre, skip = self.entry(x)
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.relu(self.bn2(out))))
         return out + skip
