@@ -70,3 +70,15 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(fmnist_dir, tmp_path):
     assert "resumed from" in proc.stderr and "at step 8" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["world_size"] == 1
+
+
+@pytest.mark.slow
+def test_a_failure_on_the_ranks_stops_the_whole_run(fmnist_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sharenet",
+           "train", "--data-dir", str(fmnist_dir), "--max-steps", "40", "--lr", "1e6", "--out", str(tmp_path / "r"),
+           *COMMON, "--set", "optim.warmup_steps=0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0  # torchrun ends the group; no rank is left waiting
+    assert "non-finite gradient norm at step" in proc.stderr
+    assert not (tmp_path / "r" / "summary.json").exists()
