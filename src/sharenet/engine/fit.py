@@ -112,6 +112,8 @@ def restore(run: RunDir | None, found: tuple[Path, dict] | None, trainer: Traine
             steps_per_epoch: int) -> Position:  # fmt: skip
     """Load model, optimizer, schedule, EMA, RNG and data position from a checkpoint."""
     if found is None:
+        if run:
+            run.truncate_metrics(0)  # a fresh start: rows of an earlier attempt with no checkpoint go
         return Position()
     path, state = found
     dist.unwrap(trainer.model).load_state_dict(state["model"])
