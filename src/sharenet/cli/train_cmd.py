@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..engine.config import CHOICES, apply, flatten, parse_set, read_yaml
+from ..engine.config import CHOICES, ConfigError, apply, flatten, parse_set, read_yaml
 from ..engine.evaluation import per_class, plot_confusion, run_eval
 from ..engine.recipes import RECIPES, recipe_config
 
@@ -72,8 +72,6 @@ def run_train(args) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     if args.resume == "auto" and not cfg.run.out:
-        from ..engine.config import ConfigError
-
         raise ConfigError("--resume auto needs --out DIR: the run directory to continue")
     fit(cfg, resume=args.resume)
     return 0

@@ -48,7 +48,7 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
     pos = restore(run, found, trainer, cfg, len(streams.train))
     env = environment(device, dtype, cfg.run.channels_last)
     if run:
-        sizes = {"world_size": dist.world_size(), "batch_per_rank": cfg.optim.batch_size // dist.world_size()}
+        sizes = {"world_size": dist.world_size(), "batch_per_rank": streams.train.batch_size}
         run.write_config({**cfg.to_dict(), **sizes}, env)
     t0 = time.perf_counter()
     img_per_s = train(cfg, trainer, streams, run, pos, lambda p: checkpoint(run, cfg, trainer, p))
@@ -147,7 +147,7 @@ def checkpoint(run: RunDir | None, cfg: Config, trainer: Trainer, pos: Position)
 
 def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: float, img_per_s: float) -> dict:
     """Final evaluation, weights, curves and summary.json."""
-    model = dist.unwrap(eval_model(trainer))
+    model = eval_model(trainer)  # already the plain module
     test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, len(streams.classes))
     summary = {
         "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
