@@ -12,6 +12,8 @@ import sharenet
 from sharenet.engine.config import apply, flatten
 from sharenet.engine.recipes import recipe_config
 from sharenet.engine.validate import check_config
+from sharenet.study.claims import answer_claims
+from sharenet.study.report import RunRecord
 
 from .test_train_cli import sharenet_cli
 
@@ -45,14 +47,17 @@ def test_study_runs_skips_resumes_and_reports(fmnist_dir, tmp_path):
     assert "0 already done, 3 ran, 0 failed, 1 left" in first.stdout
     interrupted = tmp_path / "runs" / "resnet14-none-s1"
     (interrupted / "summary.json").unlink()  # as if killed after its last checkpoint
-    second = sharenet_cli("study", str(spec))
+    second = sharenet_cli("study", str(spec), "--jobs", "2")  # two runs at once, each logging to its train.log
     assert "2 already done, 2 ran, 0 failed, 0 left" in second.stdout
-    assert "resumed from" in second.stderr
+    assert "resumed from" in (interrupted / "train.log").read_text()
+    assert (tmp_path / "runs/resnet14-stage-s1/train.log").exists()
     summaries = {d.name: json.loads((d / "summary.json").read_text()) for d in (tmp_path / "runs").iterdir()}
     assert len(summaries) == 4 and all(s["steps"] == 3 for s in summaries.values())
 
     out = tmp_path / "report" / "results.md"
-    sharenet_cli("report", str(tmp_path / "runs"), "--out", str(out))
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Discussion\n\nHand-written discussion.\n")
+    sharenet_cli("report", str(tmp_path / "runs"), "--out", str(out), "--title", "Tiny study", "--notes", str(notes))
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert [(r["model"], r["share"], r["n"]) for r in rows] == [("resnet14", "none", "2"), ("resnet14", "stage", "2")]
     stage = next(r for r in rows if r["share"] == "stage")
@@ -61,6 +66,11 @@ def test_study_runs_skips_resumes_and_reports(fmnist_dir, tmp_path):
     assert float(stage["params"]) == summaries["resnet14-stage-s0"]["params"]
     text = out.read_text()
     assert "| fashion-mnist | resnet14 | stage |" in text and "Final-epoch" in text
+    assert text.startswith("# Tiny study\n") and text.rstrip().endswith("Hand-written discussion.")
+    paired = [summaries[f"resnet14-stage-s{s}"]["test_top1"] - summaries[f"resnet14-none-s{s}"]["test_top1"]
+              for s in (0, 1)]  # fmt: skip
+    claim = next(line for line in text.splitlines() if "| resnet14 stage - none |" in line)
+    assert f"| {100 * sum(paired) / 2:+.2f} ± " in claim and "| 2 |" in claim
     for png in tmp_path.joinpath("report").glob("*.png"):
         with Image.open(png) as img:
             assert img.format == "PNG"
@@ -74,3 +84,24 @@ def test_bad_study_spec_is_refused(tmp_path):
     assert proc.returncode == 2 and "unknown study keys ['bse']" in proc.stderr
     proc = sharenet_cli("report", str(tmp_path / "nothing"), check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def _record(model, share, seed, params, top1, train_error):
+    return RunRecord(Path("."), "fashion-mnist", model, share, seed, params, top1, train_error, 3.0, 1.0, [], [])
+
+
+def test_claims_pair_seeds_and_match_parameter_counts():
+    records = [
+        _record("resnet32", "none", s, 464_154, top1, 0.05) for s, top1 in ((0, 0.920), (1, 0.924), (2, 0.922))
+    ] + [
+        _record("resnet56", "none", s, 853_018, 0.930, 0.04) for s in (0, 1, 2)
+    ] + [
+        _record("resnet56", "stage", s, 465_946, top1, 0.045) for s, top1 in ((0, 0.925), (1, 0.926), (2, 0.927))
+    ]  # fmt: skip
+    answers = {a.comparison: a for a in answer_claims(records)}
+    cost = answers["resnet56 stage - none"]
+    assert cost.diffs == pytest.approx([-0.005, -0.004, -0.003]) and cost.verdict.startswith("holds (cost 0.40")
+    same = answers["resnet56 stage (465,946) - resnet32 none (464,154)"]
+    assert same.mean == pytest.approx(0.004) and same.verdict == "holds"
+    assert not any("resnet32 none" in c for c in answers if c.startswith("resnet56 none"))  # unshared vs unshared
+    assert "block" not in " ".join(answers)  # no block runs, no block claims

@@ -11,27 +11,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="study YAML (see experiments/fashion-mnist-study.yaml)")
     p.add_argument("--max-runs", type=int, help="stop after this many runs (a chunk); run again to continue")
     p.add_argument("--dry-run", action="store_true", help="list what would run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, the CPU cores split between them")
     p.set_defaults(run=run_study_cmd)
 
     p = sub.add_parser("report", help="Markdown/CSV table and PNG plots from run directories")
     p.add_argument("runs", nargs="+", help="run directories or folders holding them")
     p.add_argument("--out", default="report.md", help="Markdown file; .csv and .png files go beside it")
+    p.add_argument("--title", help="a heading for the Markdown file")
+    p.add_argument("--notes", help="a Markdown file appended to the report (commands, hardware, discussion)")
     p.set_defaults(run=run_report)
 
 
 def run_study_cmd(args) -> int:
+    from ..engine.config import ConfigError
     from ..study import load_spec, run_study
 
-    counts = run_study(load_spec(args.spec), args.max_runs, args.dry_run)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, not {args.jobs}")
+    counts = run_study(load_spec(args.spec), args.max_runs, args.dry_run, args.jobs)
     print(f"study {args.spec}: {counts['done']} already done, {counts['ran']} ran, {counts['failed']} failed, "
           f"{counts['left']} left")  # fmt: skip
     return 1 if counts["failed"] else 0
 
 
 def run_report(args) -> int:
+    from ..errors import SharenetError
     from ..study import collect, write_report
 
-    files = write_report(collect(args.runs), Path(args.out))
+    notes = ""
+    if args.notes:
+        try:
+            notes = Path(args.notes).read_text()
+        except OSError as e:
+            raise SharenetError(f"cannot read --notes {args.notes}: {e.strerror}") from None
+    files = write_report(collect(args.runs), Path(args.out), args.title, notes)
     print(Path(files["markdown"]).read_text().split("\n\n")[0])
     print("wrote " + ", ".join(str(p) for p in files.values()))
     return 0

@@ -34,20 +34,26 @@ def accuracy_vs_params(rows: list[dict], path: Path) -> Path:
 
 
 def curves_per_model(records, path: Path) -> Path:
+    """Per model: training loss (top row, seed mean) and test top-1 per epoch (bottom row), one line per scheme."""
     models = sorted({r.model for r in records}, key=lambda m: min(r.params for r in records if r.model == m))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
+    fig, axes = plt.subplots(2, len(models), figsize=(4.2 * len(models), 6.4), squeeze=False)
+    for col, model in enumerate(models):
         for share, marker in MARKERS.items():
-            runs = [r for r in records if r.model == model and r.share == share and r.curve]
-            if not runs:
-                continue
-            length = min(len(r.curve) for r in runs)
-            xs = [runs[0].curve[i][0] for i in range(length)]
-            ys = [100 * sum(r.curve[i][1] for r in runs) / len(runs) for i in range(length)]
-            ax.plot(xs, ys, marker=marker, label=f"{share} (n={len(runs)})")
-        ax.set(title=model, xlabel="epoch", ylabel="test top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            runs = [r for r in records if r.model == model and r.share == share]
+            for ax, attr, scale, style in ((axes[0][col], "loss_curve", 1, {}),
+                                           (axes[1][col], "curve", 100, {"marker": marker})):  # fmt: skip
+                curves = [getattr(r, attr) for r in runs if getattr(r, attr)]
+                if not curves:
+                    continue
+                length = min(map(len, curves))
+                xs = [curves[0][i][0] for i in range(length)]
+                ys = [scale * sum(c[i][1] for c in curves) / len(curves) for i in range(length)]
+                ax.plot(xs, ys, label=f"{share} (n={len(curves)})", **style)
+        axes[0][col].set(title=model, xlabel="epoch", ylabel="training loss", yscale="log")
+        axes[1][col].set(xlabel="epoch", ylabel="test top-1 (%)")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -29,6 +29,7 @@ class RunRecord:
     epochs: float
     wall_s: float
     curve: list[tuple[float, float]]  # (epoch, test top-1) per epoch row
+    loss_curve: list[tuple[float, float]]  # (epoch, training loss) per logged training row
 
 
 def collect(paths: list[str | Path]) -> list[RunRecord]:
@@ -52,6 +53,7 @@ def _record(d: Path) -> RunRecord:
         d, config["data"]["dataset"], config["model"]["name"], config["model"]["share"], config["run"]["seed"],
         summary["params"], summary["test_top1"], 1 - epochs[-1]["train_acc"] if epochs else None,
         summary["epochs"], summary["wall_s"], [(r["epoch"], r["test_top1"]) for r in epochs],
+        [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"],
     )  # fmt: skip
 
 
@@ -107,8 +109,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(records: list[RunRecord], out: Path) -> dict[str, Path]:
-    """FILE.md (table), FILE.csv (one row per group) and two PNGs beside it."""
+def write_report(records: list[RunRecord], out: Path, title: str | None = None, notes: str = "") -> dict[str, Path]:
+    """FILE.md (table, the papers' claims answered, plots, then `notes`), FILE.csv and two PNGs beside it."""
+    from .claims import answer_claims, claims_markdown
     from .plots import accuracy_vs_params, curves_per_model
 
     out = Path(out)
@@ -125,15 +128,19 @@ def write_report(records: list[RunRecord], out: Path) -> dict[str, Path]:
         writer.writerows(rows)
     files["csv"] = stem.with_suffix(".csv")
     total_h = sum(r.wall_s for r in records) / 3600
-    text = [
-        markdown(rows),
-        f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best epoch).",
-        "",
-        f"![accuracy against parameters]({files['pareto'].name})",
-        "",
-        f"![test accuracy per epoch]({files['curves'].name})",
-        "",
-    ]
+    claims = claims_markdown(answer_claims(records))
+    text = [f"# {title}\n" if title else "", markdown(rows),
+            f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best "
+            "epoch); 'vs unshared' is the difference of the means.", ""]  # fmt: skip
+    if claims:
+        text += ["## The papers' claims on these runs", "", claims,
+                 "Differences are paired by seed (shared minus unshared run of the same seed) for claims 1-2; "
+                 "claim 3 compares each shared run with the mean of the unshared runs. \"within seed noise\": "
+                 "the mean difference is no larger than the seed spread (std).", ""]  # fmt: skip
+    text += [f"![accuracy against parameters]({files['pareto'].name})", "",
+             f"![training loss and test accuracy per model]({files['curves'].name})", ""]  # fmt: skip
+    if notes:
+        text += [notes.strip(), ""]
     out.write_text("\n".join(text))
     files["markdown"] = out
     return files

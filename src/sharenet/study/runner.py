@@ -9,8 +9,10 @@ reported and the study goes on.
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,22 +111,50 @@ def _yaml_value(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = False, log=print) -> dict[str, int]:
-    """Run what is not done yet; returns counts of done / ran / failed / skipped runs."""
+def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1,
+              log=print) -> dict[str, int]:  # fmt: skip
+    """Run what is not done yet, `jobs` runs at a time; returns counts of done / ran / failed / left runs.
+
+    With jobs > 1 the machine's cores are split evenly between the runs (OMP_NUM_THREADS) and each
+    run's output goes to its own train.log: on small CPU models two 1-thread runs get more images/s
+    through than one 2-thread run, because intra-op threading of small kernels scales poorly.
+    """
     counts = {"done": 0, "ran": 0, "failed": 0, "left": 0}
+    todo = []
     for run in plan_runs(spec):
         state = run.state()
         if state == "done":
             counts["done"] += 1
-            continue
-        if dry_run or (max_runs is not None and counts["ran"] + counts["failed"] >= max_runs):
+        elif dry_run or (max_runs is not None and len(todo) >= max_runs):
             counts["left"] += 1
             log(f"{'would run' if dry_run else 'left'}: {run.out} ({state})")
-            continue
-        log(f"{'resuming' if state == 'partial' else 'running'} {run.out}")
-        run.out.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(train_command(spec, run))
-        counts["ran" if proc.returncode == 0 else "failed"] += 1
-        if proc.returncode:
-            log(f"FAILED ({proc.returncode}): {run.out}; rerun the study to retry it")
+        else:
+            todo.append(run)
+    running: list[tuple[PlannedRun, subprocess.Popen, object]] = []
+    while todo or running:
+        while todo and len(running) < max(1, jobs):
+            running.append(_start(spec, todo.pop(0), jobs, log))
+        if jobs > 1:
+            time.sleep(0.2)
+        else:
+            running[0][1].wait()
+        for item in [r for r in running if r[1].poll() is not None]:
+            run, proc, logfile = item
+            running.remove(item)
+            if logfile is not None:
+                logfile.close()
+            counts["ran" if proc.returncode == 0 else "failed"] += 1
+            log(f"finished {run.out}" if proc.returncode == 0 else
+                f"FAILED ({proc.returncode}): {run.out}; rerun the study to retry it")  # fmt: skip
     return counts
+
+
+def _start(spec: StudySpec, run: PlannedRun, jobs: int, log):
+    log(f"{'resuming' if run.state() == 'partial' else 'running'} {run.out}")
+    run.out.mkdir(parents=True, exist_ok=True)
+    cmd = train_command(spec, run)
+    if jobs <= 1:
+        return run, subprocess.Popen(cmd), None
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs)), "PYTHONUNBUFFERED": "1"}
+    logfile = open(run.out / "train.log", "a")  # noqa: SIM115 (closed when the run ends)
+    return run, subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT), logfile
