@@ -100,8 +100,10 @@ def test_claims_pair_seeds_and_match_parameter_counts():
     ]  # fmt: skip
     answers = {a.comparison: a for a in answer_claims(records)}
     cost = answers["resnet56 stage - none"]
-    assert cost.diffs == pytest.approx([-0.005, -0.004, -0.003]) and cost.verdict.startswith("holds (cost 0.40")
+    assert cost.diffs == pytest.approx([-0.005, -0.004, -0.003]) and cost.verdict == "holds (cost 0.40 <= 1 pts)"
     same = answers["resnet56 stage (465,946) - resnet32 none (464,154)"]
     assert same.mean == pytest.approx(0.004) and same.verdict == "holds"
     assert not any("resnet32 none" in c for c in answers if c.startswith("resnet56 none"))  # unshared vs unshared
     assert "block" not in " ".join(answers)  # no block runs, no block claims
+    one_seed = answer_claims([r for r in records if r.seed == 0])  # a first chunk of a study: n = 1
+    assert all(len(a.diffs) == 1 and "noise" not in a.verdict for a in one_seed)

@@ -47,8 +47,9 @@ def _paired(records, dataset, model, share, field) -> list[float]:
             if getattr(shared[s], field) is not None and getattr(base[s], field) is not None]  # fmt: skip
 
 
-def _noise(diffs: list[float], spread: float) -> bool:
-    return len(diffs) > 1 and abs(statistics.fmean(diffs)) <= spread
+def _noise(diffs: list[float]) -> bool:
+    """The mean difference is no larger than its seed spread (one pair alone is never called noise)."""
+    return len(diffs) > 1 and abs(statistics.fmean(diffs)) <= statistics.stdev(diffs)
 
 
 def answer_claims(records: list[RunRecord]) -> list[Answer]:
@@ -61,9 +62,10 @@ def answer_claims(records: list[RunRecord]) -> list[Answer]:
             if not diffs:
                 continue
             cost = -statistics.fmean(diffs)
-            verdict = f"holds (cost {100 * cost:.2f} <= {100 * tol:g} pts)" if cost <= tol else (
-                f"fails (cost {100 * cost:.2f} > {100 * tol:g} pts)")  # fmt: skip
-            if _noise(diffs, statistics.stdev(diffs)):
+            verdict = (f"holds (no cost: {100 * -cost:+.2f} pts)" if cost <= 0 else
+                       f"holds (cost {100 * cost:.2f} <= {100 * tol:g} pts)" if cost <= tol else
+                       f"fails (cost {100 * cost:.2f} > {100 * tol:g} pts)")  # fmt: skip
+            if _noise(diffs):
                 verdict += "; within seed noise"
             answers.append(Answer("1. sharing costs little accuracy", f"{model} {share} - none", diffs, verdict))
     for dataset, model in groups:
@@ -71,7 +73,7 @@ def answer_claims(records: list[RunRecord]) -> list[Answer]:
         if diffs:
             lower = statistics.fmean(diffs) < 0
             verdict = ("holds" if lower else "fails") + (
-                "; within seed noise" if _noise(diffs, statistics.stdev(diffs)) else "")  # fmt: skip
+                "; within seed noise" if _noise(diffs) else "")  # fmt: skip
             answers.append(Answer("2. block sharing lowers training error", f"{model} block - none (train error)",
                                   diffs, verdict))  # fmt: skip
     answers += _same_params(records)
