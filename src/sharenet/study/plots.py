@@ -48,8 +48,10 @@ def curves_per_model(records, path: Path) -> Path:
                 length = min(map(len, curves))
                 xs = [curves[0][i][0] for i in range(length)]
                 ys = [scale * sum(c[i][1] for c in curves) / len(curves) for i in range(length)]
+                if attr == "loss_curve":  # logged losses are single batches: a trailing mean of 5 shows the trend
+                    ys = [sum(ys[max(0, i - 4) : i + 1]) / len(ys[max(0, i - 4) : i + 1]) for i in range(length)]
                 ax.plot(xs, ys, label=f"{share} (n={len(curves)})", **style)
-        axes[0][col].set(title=model, xlabel="epoch", ylabel="training loss", yscale="log")
+        axes[0][col].set(title=model, xlabel="epoch", ylabel="training loss (mean of 5 logs)", yscale="log")
         axes[1][col].set(xlabel="epoch", ylabel="test top-1 (%)")
         for ax in (axes[0][col], axes[1][col]):
             ax.grid(alpha=0.3)
