@@ -22,6 +22,8 @@ def test_bench_json_has_the_measurements():
         "fraction_of_matmul_peak",
         "shared_vs_unshared",
         "speedup_vs_baseline",
+        "speedup_vs_baseline_paired",
+        "shared_vs_unshared_paired",
     )
     assert all(r[key] > 0 for key in keys)
     assert r["environment"]["torch"] == torch.__version__ and r["environment"]["threads"] >= 1
@@ -32,6 +34,7 @@ def test_bench_table_and_bad_input():
     proc = sharenet_cli("bench", "--model", "resnet8", "--batch-size", "4", "--steps", "1", "--rounds", "1",
                         "--warmup", "1", "--set", "run.compile=off")  # fmt: skip
     assert "plain eager fp32 NCHW (baseline)" in proc.stdout and "shared / unshared" in proc.stdout
+    assert "median of per-round ratios" in proc.stdout
     bad = sharenet_cli("bench", "--batch-size", "0", check=False)
     assert bad.returncode == 2 and "--batch-size must be at least 1" in bad.stderr
 

@@ -79,8 +79,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def interleaved(fns: dict[str, Callable], device, steps: int, rounds: int, batch: int) -> dict[str, float]:
-    """Median images/s of each fn over `rounds`, each round timing `steps` calls of every fn in turn."""
+def interleaved(fns: dict[str, Callable], device, steps: int, rounds: int, batch: int) -> dict[str, list[float]]:
+    """Images/s of each fn per round, each round timing `steps` calls of every fn in turn."""
     rates = {k: [] for k in fns}
     for _ in range(rounds):
         for key, fn in fns.items():
@@ -90,7 +90,16 @@ def interleaved(fns: dict[str, Callable], device, steps: int, rounds: int, batch
                 fn()
             _sync(device)
             rates[key].append(steps * batch / (time.perf_counter() - t))
+    return rates
+
+
+def _median(rates: dict[str, list[float]]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def _paired_ratio(rates: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over rounds of a/b within the round: a slow patch of the machine cancels out of it."""
+    return statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True))
 
 
 def matmul_flops(device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -109,7 +118,7 @@ def matmul_flops(device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> f
     return 2 * n**3 / statistics.median(times)
 
 
-def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 7, warmup: int = 3,
+def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 11, warmup: int = 3,
               overrides: dict | None = None, in_chans: int = 3, input_size: int | None = None) -> dict:  # fmt: skip
     cfg = apply(Config(), {"model.name": name, "model.share": share, **(overrides or {})})
     cfg = replace(cfg, optim=replace(cfg.optim, batch_size=batch))
@@ -122,8 +131,10 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 7
     for fn in (fast_train, none_train, base_train, fast_infer, base_infer):
         for _ in range(warmup):
             fn()
-    train = interleaved({"fast": fast_train, "base": base_train, "none": none_train}, device, steps, rounds, batch)
-    infer = interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch)
+    variants = {"fast": fast_train, "base": base_train, "none": none_train}
+    train_rates = interleaved(variants, device, steps, rounds, batch)
+    train = _median(train_rates)
+    infer = _median(interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch))
     model = create_model(name, share=share, in_chans=in_chans)
     size = input_size or model.arch.input_size
     macs = count_macs(model, size, in_chans)
@@ -135,6 +146,8 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 7
         "train_img_per_s": train["fast"], "baseline_img_per_s": train["base"],
         "unshared_train_img_per_s": train["none"], "speedup_vs_baseline": train["fast"] / train["base"],
         "shared_vs_unshared": train["fast"] / train["none"],
+        "speedup_vs_baseline_paired": _paired_ratio(train_rates, "fast", "base"),
+        "shared_vs_unshared_paired": _paired_ratio(train_rates, "fast", "none"),
         "infer_img_per_s": infer["fast"], "baseline_infer_img_per_s": infer["base"],
         "infer_speedup_vs_baseline": infer["fast"] / infer["base"],
         "compiled": use_compile(cfg.run.compile, device, 10_000), "compile_s": compile_s,
@@ -160,6 +173,8 @@ def format_table(r: dict) -> str:
         f"{'unshared, fast path':<40}{r['unshared_train_img_per_s']:>12.0f}"
         f"{r['unshared_train_img_per_s'] / r['baseline_img_per_s']:>8.2f}",
         f"shared / unshared training throughput: {r['shared_vs_unshared']:.3f}",
+        f"median of per-round ratios: fast/baseline {r['speedup_vs_baseline_paired']:.2f}, "
+        f"shared/unshared {r['shared_vs_unshared_paired']:.3f}",
         f"training step: {r['train_tflops']:.3f} TFLOP/s = {100 * r['fraction_of_matmul_peak']:.1f}% of this "
         f"machine's {env['dtype']} matmul rate ({r['matmul_tflops']:.2f} TFLOP/s)",
     ]

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-chans", type=int, default=3, help="1 for Fashion-MNIST-shaped input")
     p.add_argument("--input-size", type=int, help="image side (default: the model's native size)")
     p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is reported")
+    p.add_argument("--rounds", type=int, default=11, help="interleaved rounds; the median is reported")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--set", action="append", default=[], metavar="run.KEY=VALUE",
                    help="fast-path settings, e.g. run.compile=off or run.precision=fp32")  # fmt: skip
