@@ -131,21 +131,25 @@ def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = Fals
         else:
             todo.append(run)
     running: list[tuple[PlannedRun, subprocess.Popen, object]] = []
-    while todo or running:
-        while todo and len(running) < max(1, jobs):
-            running.append(_start(spec, todo.pop(0), jobs, log))
-        if jobs > 1:
-            time.sleep(0.2)
-        else:
-            running[0][1].wait()
-        for item in [r for r in running if r[1].poll() is not None]:
-            run, proc, logfile = item
-            running.remove(item)
-            if logfile is not None:
-                logfile.close()
-            counts["ran" if proc.returncode == 0 else "failed"] += 1
-            log(f"finished {run.out}" if proc.returncode == 0 else
-                f"FAILED ({proc.returncode}): {run.out}; rerun the study to retry it")  # fmt: skip
+    try:
+        while todo or running:
+            while todo and len(running) < max(1, jobs):
+                running.append(_start(spec, todo.pop(0), jobs, log))
+            if jobs > 1:
+                time.sleep(0.2)
+            else:
+                running[0][1].wait()
+            for item in [r for r in running if r[1].poll() is not None]:
+                run, proc, logfile = item
+                running.remove(item)
+                if logfile is not None:
+                    logfile.close()
+                counts["ran" if proc.returncode == 0 else "failed"] += 1
+                log(f"finished {run.out}" if proc.returncode == 0 else
+                    f"FAILED ({proc.returncode}): {run.out}; rerun the study to retry it")  # fmt: skip
+    finally:  # Ctrl-C reaches the runs too (same process group): let them stop at a clean point
+        for _, proc, _ in running:
+            proc.wait()
     return counts
 
 
