@@ -107,3 +107,16 @@ def test_claims_pair_seeds_and_match_parameter_counts():
     assert "block" not in " ".join(answers)  # no block runs, no block claims
     one_seed = answer_claims([r for r in records if r.seed == 0])  # a first chunk of a study: n = 1
     assert all(len(a.diffs) == 1 and "noise" not in a.verdict for a in one_seed)
+
+
+def test_published_report_regenerates_from_its_run_records(tmp_path):
+    """docs/results.md is exactly what `sharenet report` makes of the committed run records."""
+    docs = Path(__file__).parent.parent / "docs"
+    title = "Fashion-MNIST: shared against unshared ResNets"
+    out = tmp_path / "results.md"
+    sharenet_cli("report", str(docs / "results" / "runs"), "--out", str(out), "--title", title,
+                 "--notes", str(docs / "results-notes.md"))  # fmt: skip
+    assert out.read_text() == (docs / "results.md").read_text()
+    assert out.with_suffix(".csv").read_text() == (docs / "results.csv").read_text()
+    rows = list(csv.DictReader((docs / "results.csv").read_text().splitlines()))
+    assert len(rows) == 9 and all(r["n"] == "3" for r in rows)  # 3 models x 3 schemes x 3 seeds
