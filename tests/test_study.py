@@ -2,6 +2,11 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +125,33 @@ def test_published_report_regenerates_from_its_run_records(tmp_path):
     assert out.with_suffix(".csv").read_text() == (docs / "results.csv").read_text()
     rows = list(csv.DictReader((docs / "results.csv").read_text().splitlines()))
     assert len(rows) == 9 and all(r["n"] == "3" for r in rows)  # 3 models x 3 schemes x 3 seeds
+
+
+@pytest.mark.slow
+def test_interrupted_parallel_study_stops_its_runs_and_resumes(fmnist_dir, tmp_path):
+    """Ctrl-C on `sharenet study --jobs 2`: both runs stop, nothing is lost, the next call finishes them."""
+    spec = tmp_path / "two.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "two", "recipe": "fashion-mnist", "models": ["resnet8"], "schemes": ["none", "stage"], "seeds": [0],
+        "out": str(tmp_path / "runs"),
+        "base": {"data": {"data_dir": str(fmnist_dir)}, "optim": {"batch_size": 32},
+                 "run": {"max_steps": 400, "log_every": 5, "checkpoint_every": 5, "compile": "off"}},
+    }))  # fmt: skip
+    runs = [tmp_path / "runs" / f"resnet8-{s}-s0" for s in ("none", "stage")]
+    cmd = [sys.executable, "-m", "sharenet", "study", str(spec), "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not all(any(r.glob("ckpt-*.pt")) for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not any((r / "summary.json").exists() for r in runs)
+    left = [sorted(r.iterdir()) for r in runs]
+    time.sleep(1)
+    assert [sorted(r.iterdir()) for r in runs] == left  # the runs had stopped before the study returned
+    again = sharenet_cli("study", str(spec), "--jobs", "2")
+    assert "0 already done, 2 ran, 0 failed, 0 left" in again.stdout
+    for r in runs:
+        assert "resumed from" in (r / "train.log").read_text()
+        assert json.loads((r / "summary.json").read_text())["steps"] == 400
