@@ -145,8 +145,9 @@ def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = Fals
                 if logfile is not None:
                     logfile.close()
                 counts["ran" if proc.returncode == 0 else "failed"] += 1
+                where = f" (its output: {run.out / 'train.log'})" if logfile is not None else ""
                 log(f"finished {run.out}" if proc.returncode == 0 else
-                    f"FAILED ({proc.returncode}): {run.out}; rerun the study to retry it")  # fmt: skip
+                    f"FAILED ({proc.returncode}): {run.out}{where}; rerun the study to retry it")  # fmt: skip
     finally:  # Ctrl-C reaches the runs too (same process group): let them stop at a clean point
         for _, proc, _ in running:
             proc.wait()
@@ -159,6 +160,7 @@ def _start(spec: StudySpec, run: PlannedRun, jobs: int, log):
     cmd = train_command(spec, run)
     if jobs <= 1:
         return run, subprocess.Popen(cmd), None
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs)), "PYTHONUNBUFFERED": "1"}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // jobs)), "PYTHONUNBUFFERED": "1"}
     logfile = open(run.out / "train.log", "a")  # noqa: SIM115 (closed when the run ends)
     return run, subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT), logfile
