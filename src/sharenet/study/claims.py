@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .report import RunRecord
+from .report import RunRecord, _mean_std
 
 TOLERANCE = {"stage": 0.01, "block": 0.005}  # the accuracy cost each paper reports as "little"
 SAME_PARAMS = 0.10  # "about the same number of parameters": within 10%
@@ -30,11 +30,11 @@ class Answer:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.diffs)
+        return _mean_std(self.diffs)[0]
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.diffs) if len(self.diffs) > 1 else 0.0
+        return _mean_std(self.diffs)[1]
 
 
 def _by_seed(records: list[RunRecord], dataset: str, model: str, share: str) -> dict[int, RunRecord]:
@@ -94,13 +94,13 @@ def _same_params(records: list[RunRecord]) -> list[Answer]:
         other = min(near)[1]
         a = [r.test_top1 for r in records if (r.dataset, r.model, r.share) == (dataset, model, share)]
         b = [r.test_top1 for r in records if (r.dataset, r.model, r.share) == (dataset, other, "none")]
-        diff = statistics.fmean(a) - statistics.fmean(b)
-        spread = max(statistics.stdev(a) if len(a) > 1 else 0.0, statistics.stdev(b) if len(b) > 1 else 0.0)
+        (mean_a, std_a), (mean_b, std_b) = _mean_std(a), _mean_std(b)
+        diff, spread = mean_a - mean_b, max(std_a, std_b)
         verdict = ("holds" if diff > 0 else "fails") + ("; within seed noise" if abs(diff) <= spread else "")
         answers.append(Answer(
             "3. shared deep beats unshared of equal size",
             f"{model} {share} ({params:,}) - {other} none ({unshared[(dataset, other)]:,})",
-            [x - statistics.fmean(b) for x in a], verdict,
+            [x - mean_b for x in a], verdict,
         ))  # fmt: skip
     return answers
 

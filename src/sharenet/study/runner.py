@@ -135,10 +135,7 @@ def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = Fals
         while todo or running:
             while todo and len(running) < max(1, jobs):
                 running.append(_start(spec, todo.pop(0), jobs, log))
-            if jobs > 1:
-                time.sleep(0.2)
-            else:
-                running[0][1].wait()
+            time.sleep(0.2)
             for item in [r for r in running if r[1].poll() is not None]:
                 run, proc, logfile = item
                 running.remove(item)
