@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import count_params, create_model
+from ..models import count_params, create_model, fused
 from ..weights import save
 from ..weights.files import tensors_digest
 from . import distributed as dist
@@ -83,6 +83,8 @@ def build_trainer(cfg: Config, model, device, dtype, steps_per_epoch: int) -> Tr
     optimizer = build_optimizer(model, o)
     scheduler = build_scheduler(optimizer, o, steps_per_epoch)
     ema = WeightEMA(model, o.ema_decay) if o.ema_decay > 0 else None
+    if device.type == "cpu" and cfg.run.channels_last:
+        fused.load()  # the fused BatchNorm kernel; the blocks fall back to plain BatchNorm without it
     wrapped = dist.wrap(model, device, cfg.run.sync_bn)
     total = cfg.optim.epochs * steps_per_epoch
     if use_compile(cfg.run.compile, device, min(total, cfg.run.max_steps or total)):

@@ -1,5 +1,6 @@
 """Parameter-shared residual networks: blocks, stages that own shared kernels, families, registry."""
 
+from . import fused
 from .accounting import count_macs, count_params, describe, share_groups
 from .layers import Conv3x3, SharedKernel
 from .registry import NAME_FORMS, create_model, list_models
@@ -17,6 +18,7 @@ __all__ = [
     "count_params",
     "create_model",
     "describe",
+    "fused",
     "list_models",
     "share_groups",
 ]

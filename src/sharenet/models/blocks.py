@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .fused import bn_act
 from .layers import Conv3x3, SharedKernel, conv1x1, make_shortcut
 
 
@@ -45,7 +46,7 @@ class _Block(nn.Module):
 class _PreActBlock(_Block):
     def entry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(BN-ReLU of the input, the skip path): a projecting block feeds both from the BN-ReLU."""
-        pre = self.relu(self.bn1(x))
+        pre = bn_act(self.bn1, x)
         return pre, self.shortcut(pre) if self.projects else x
 
 
@@ -59,12 +60,10 @@ class BasicBlock(_Block):
         self.conv2 = Conv3x3(spec.out_ch, spec.out_ch, 1, kernels.get("conv2"))
         self.bn2 = nn.BatchNorm2d(spec.out_ch)
         self.shortcut = make_shortcut(spec.shortcut, spec.in_ch, spec.out_ch, spec.stride)
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        out = bn_act(self.bn1, self.conv1(x))
+        return bn_act(self.bn2, self.conv2(out), residual=self.shortcut(x))
 
 
 class Bottleneck(_Block):
@@ -79,13 +78,11 @@ class Bottleneck(_Block):
         self.conv3 = conv1x1(spec.width, spec.out_ch)
         self.bn3 = nn.BatchNorm2d(spec.out_ch)
         self.shortcut = make_shortcut(spec.shortcut, spec.in_ch, spec.out_ch, spec.stride)
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + self.shortcut(x))
+        out = bn_act(self.bn1, self.conv1(x))
+        out = bn_act(self.bn2, self.conv2(out))
+        return bn_act(self.bn3, self.conv3(out), residual=self.shortcut(x))
 
 
 class PreActBottleneck(_PreActBlock):
@@ -105,13 +102,12 @@ class PreActBottleneck(_PreActBlock):
         self.bn3 = nn.BatchNorm2d(spec.width)
         self.conv3 = conv1x1(spec.width, spec.out_ch)
         self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
-        self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)
         out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
+        out = self.conv2(bn_act(self.bn2, out))
+        out = self.conv3(bn_act(self.bn3, out))
         return out + skip
 
 
@@ -131,12 +127,11 @@ class WideBasic(_PreActBlock):
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
         self.conv2 = Conv3x3(spec.out_ch, spec.out_ch, 1, kernels.get("conv2"))
         self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
-        self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)
         out = self.conv1(pre)
-        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        out = self.conv2(self.dropout(bn_act(self.bn2, out)))
         return out + skip
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .families import ArchSpec
+from .fused import bn_act
 from .stage import Stage
 
 
@@ -18,12 +19,12 @@ class Stem(nn.Module):
         k = 7 if kind == "imagenet" else 3
         self.conv = nn.Conv2d(in_chans, out_ch, k, stride=2 if k == 7 else 1, padding=k // 2, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        self.bn = nn.BatchNorm2d(out_ch) if kind != "plain" else nn.Identity()
-        self.relu = nn.ReLU(inplace=True) if kind != "plain" else nn.Identity()
+        self.bn = nn.BatchNorm2d(out_ch) if kind != "plain" else None
         self.pool = nn.MaxPool2d(3, stride=2, padding=1) if kind == "imagenet" else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.relu(self.bn(self.conv(x))))
+        x = self.conv(x)
+        return self.pool(bn_act(self.bn, x) if self.bn is not None else x)
 
 
 class Head(nn.Module):
@@ -31,12 +32,12 @@ class Head(nn.Module):
 
     def __init__(self, in_ch: int, num_classes: int, preact: bool):
         super().__init__()
-        self.bn = nn.BatchNorm2d(in_ch) if preact else nn.Identity()
-        self.relu = nn.ReLU() if preact else nn.Identity()
+        self.bn = nn.BatchNorm2d(in_ch) if preact else None
         self.fc = nn.Linear(in_ch, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn(x))
+        if self.bn is not None:
+            x = bn_act(self.bn, x)
         return self.fc(torch.flatten(x.mean((2, 3)), 1))  # (N, C, H, W) -> (N, C) -> (N, classes)
 
 
