@@ -19,6 +19,7 @@ for this CPU. SHARENET_FUSED_BN=0 turns it off.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -112,6 +113,17 @@ def load() -> bool:
 
 def loaded() -> bool:
     return _state["loaded"]
+
+
+@contextlib.contextmanager
+def disabled():
+    """Plain BatchNorm inside the block (to compare numerics or time the two paths)."""
+    was = _state["loaded"]
+    _state["loaded"] = False
+    try:
+        yield
+    finally:
+        _state["loaded"] = was
 
 
 def _fusable(bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None) -> bool:

@@ -1,0 +1,138 @@
+"""The fused BatchNorm(+residual)+ReLU CPU kernel equals BatchNorm's training-mode result.
+
+Gradients are compared against autograd through F.batch_norm in float32 with the kernel's own
+ReLU mask (y > 0): an element within rounding of zero may fall on either side of the ReLU in two
+correct implementations, and that choice is not what these tests are about.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sharenet import create_model
+from sharenet.engine.syncbn import CrossRankBatchNorm2d
+from sharenet.models import fused
+
+CL = torch.channels_last
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernel():
+    assert fused.load(), "the fused kernel did not build (a C++ compiler and ninja are needed)"
+
+
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=CL)
+
+
+def _reference(x, bn, residual, relu, mask):
+    """Autograd through F.batch_norm in float32, ReLU replaced by the kernel's mask."""
+    xr = x.detach().float().requires_grad_()
+    rr = residual.detach().float().requires_grad_() if residual is not None else None
+    w = bn.weight.detach().clone().requires_grad_()
+    b = bn.bias.detach().clone().requires_grad_()
+    out = F.batch_norm(xr, None, None, w, b, True, 0.0, bn.eps)
+    if rr is not None:
+        out = out + rr
+    if relu:
+        out = out * mask
+    return out, xr, rr, w, b
+
+
+@pytest.mark.parametrize("channels", [16, 24, 64])
+@pytest.mark.parametrize(("with_residual", "relu"), [(False, True), (True, True), (False, False)])
+def test_float32_forward_backward_and_running_stats(channels, with_residual, relu):
+    x = _cl(torch.randn(6, channels, 9, 7) * 2 + 3).requires_grad_()
+    residual = _cl(torch.randn(6, channels, 9, 7)).requires_grad_() if with_residual else None
+    bn = nn.BatchNorm2d(channels)
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.normal_(bn.bias)
+    plain = copy.deepcopy(bn)
+    y = fused.bn_act(bn, x, residual, relu)
+    assert y.is_contiguous(memory_format=CL) and y.dtype == torch.float32
+    ref, xr, rr, w, b = _reference(x, bn, residual, relu, (y > 0).float())
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    ref.backward(dy)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.weight.grad, w.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.bias.grad, b.grad, rtol=1e-4, atol=1e-5)
+    if with_residual:
+        torch.testing.assert_close(residual.grad, rr.grad, rtol=1e-4, atol=1e-5)
+    plain(x.detach())  # nn.BatchNorm2d's own running-stat update on the same batch
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(bn, name), getattr(plain, name), rtol=1e-5, atol=1e-6)
+
+
+def test_variance_stays_exact_when_the_mean_dwarfs_the_spread():
+    x = _cl(torch.randn(8, 16, 8, 8, dtype=torch.float64) * 0.01 + 1000).float()
+    bn = nn.BatchNorm2d(16, momentum=None)  # cumulative average: running_var is the batch's variance
+    fused.bn_act(bn, x, relu=False)
+    want = x.double().var((0, 2, 3), unbiased=True)
+    torch.testing.assert_close(bn.running_var.double(), want, rtol=2e-3, atol=0)
+
+
+def test_bfloat16_within_bfloat16_rounding():
+    x = _cl(torch.randn(8, 32, 16, 16)).bfloat16()
+    residual = _cl(torch.randn(8, 32, 16, 16)).bfloat16()
+    bn = nn.BatchNorm2d(32)
+    y = fused.bn_act(bn, x, residual)
+    assert y.dtype == torch.bfloat16
+    ref = F.relu(F.batch_norm(x.float(), None, None, bn.weight, bn.bias, True, 0.0, bn.eps) + residual.float())
+    assert (y.float() - ref).abs().max() <= 2**-7 * ref.abs().max()
+
+
+def test_plain_path_where_the_kernel_does_not_apply():
+    x = torch.randn(4, 8, 5, 5)
+    for bn, inp in (
+        (nn.BatchNorm2d(8), x),  # NCHW: the plain baseline's layout
+        (nn.BatchNorm2d(8).eval(), _cl(x)),  # eval mode
+        (CrossRankBatchNorm2d(8), _cl(x)),  # a subclass keeps its own forward
+        (nn.BatchNorm2d(8, affine=False), _cl(x)),
+    ):
+        want = F.relu(copy.deepcopy(bn)(inp))
+        assert torch.equal(fused.bn_act(bn, inp), want)
+
+
+def test_resnet_training_step_matches_plain_batchnorm():
+    model = create_model("resnet20", share="stage").to(memory_format=CL)
+    x, y = _cl(torch.randn(16, 3, 32, 32)), torch.randint(0, 10, (16,))
+
+    def step(m):
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in m.named_parameters()}, dict(m.named_buffers())
+
+    fast = step(copy.deepcopy(model))
+    with fused.disabled():
+        plain = step(copy.deepcopy(model))
+    torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-6)
+    for name, grad in plain[1].items():  # a handful of ReLU inputs within rounding of 0 may flip
+        assert (fast[1][name] - grad).norm() <= 2e-2 * grad.norm() + 1e-6, name
+    for name, buf in plain[2].items():
+        torch.testing.assert_close(fast[2][name], buf, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_model_uses_the_kernel_and_agrees_with_eager():
+    model = create_model("resnet8", share="block").to(memory_format=CL)
+    x = _cl(torch.randn(8, 3, 32, 32))
+    eager = copy.deepcopy(model)(x)
+    compiled = torch.compile(copy.deepcopy(model))
+    with torch.profiler.profile() as prof:
+        out = compiled(x)
+    assert any(e.name.startswith("sharenet_cpu::bn_act_fwd") for e in prof.events())
+    torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_switched_off_by_environment():
+    import os
+    import subprocess
+    import sys
+
+    code = "from sharenet.models import fused; import sys; sys.exit(0 if fused.load() is False else 1)"
+    env = {**os.environ, "SHARENET_FUSED_BN": "0"}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
