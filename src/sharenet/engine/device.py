@@ -7,9 +7,12 @@ CPUs bf16 convolutions are emulated and much slower than fp32, so `auto` falls b
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
+import os
 import platform
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -64,6 +67,31 @@ def use_compile(setting: str, device: torch.device, total_steps: int) -> bool:
     return setting == "on"
 
 
+_ALLOCATOR = {"keeps_freed_memory": False}
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc from handing freed activation buffers back to the OS after every step.
+
+    By default glibc serves blocks above a (dynamic) threshold with mmap and trims the heap top
+    when it is free, so each training step page-faults its activations in anew: 4,500 faults per
+    step and 7 % of the step time for resnet20 at batch 128 here (22,000 faults before the fused
+    BatchNorm kernel). Raising both thresholds keeps the memory in the process for reuse, what
+    jemalloc or tcmalloc would give. Process-wide; SHARENET_KEEP_FREED_MEMORY=0 leaves glibc as it is.
+    """
+    if os.environ.get("SHARENET_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        _ALLOCATOR["keeps_freed_memory"] = bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(
+            libc.mallopt(m_trim_threshold, 1 << 30)
+        )
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        pass
+    return _ALLOCATOR["keeps_freed_memory"]
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -86,4 +114,5 @@ def environment(device: torch.device, dtype: torch.dtype, channels_last: bool) -
         "torch": torch.__version__,
         "dtype": str(dtype).removeprefix("torch."),
         "memory_format": "channels_last" if channels_last else "contiguous",
+        "keeps_freed_memory": _ALLOCATOR["keeps_freed_memory"],
     }

@@ -15,7 +15,7 @@ from . import distributed as dist
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
-from .device import environment, pick_device, pick_dtype, use_compile
+from .device import environment, keep_freed_memory, pick_device, pick_dtype, use_compile
 from .ema import WeightEMA
 from .epochs import Position, eval_model, say, train
 from .loop import Trainer, evaluate
@@ -83,8 +83,10 @@ def build_trainer(cfg: Config, model, device, dtype, steps_per_epoch: int) -> Tr
     optimizer = build_optimizer(model, o)
     scheduler = build_scheduler(optimizer, o, steps_per_epoch)
     ema = WeightEMA(model, o.ema_decay) if o.ema_decay > 0 else None
-    if device.type == "cpu" and cfg.run.channels_last:
-        fused.load()  # the fused BatchNorm kernel; the blocks fall back to plain BatchNorm without it
+    if device.type == "cpu":
+        keep_freed_memory()
+        if cfg.run.channels_last:
+            fused.load()  # the fused BatchNorm kernel; the blocks fall back to plain BatchNorm without it
     wrapped = dist.wrap(model, device, cfg.run.sync_bn)
     total = cfg.optim.epochs * steps_per_epoch
     if use_compile(cfg.run.compile, device, min(total, cfg.run.max_steps or total)):
