@@ -2,10 +2,12 @@
 
 Three variants are measured in one process, interleaved round by round so that machine noise
 hits all alike: (1) the path `sharenet train` takes on this device (the engine's own Trainer:
-channels_last, bf16 autocast where native, foreach SGD, torch.compile when a full run would use
-it); (2) the same network written plainly (eager, fp32, NCHW, default SGD); (3) the unshared
-counterpart on the fast path. Reported: medians over rounds, ratios, and the fraction of the
-machine's measured dense matmul rate that the training step achieves.
+channels_last, bf16 autocast where native, the fused BatchNorm(+add)+ReLU kernel, foreach SGD,
+torch.compile when a full run would use it, freed memory kept in the process); (2) the same
+network written plainly (eager, fp32, NCHW, default SGD); (3) the unshared counterpart on the
+fast path. The allocator setting is process-wide, so the baseline gets it too: the ratios are, if
+anything, understated. Reported: medians over rounds, ratios, and the fraction of the machine's
+measured dense matmul rate that the training step achieves.
 """
 
 from __future__ import annotations
