@@ -28,6 +28,7 @@ def test_bench_json_has_the_measurements():
     assert all(r[key] > 0 for key in keys)
     assert r["environment"]["torch"] == torch.__version__ and r["environment"]["threads"] >= 1
     assert r["compiled"] is False and r["macs_per_image"] > 0
+    assert r["environment"]["fused_batchnorm"] is True and r["environment"]["keeps_freed_memory"] is True
 
 
 def test_bench_table_and_bad_input():

@@ -166,7 +166,9 @@ def format_table(r: dict) -> str:
         f"median of {r['rounds']} interleaved rounds "
         f"of {r['steps_per_round']} steps",
         f"{env['device_name']}, {env['threads']} threads, torch {env['torch']}, fast path: {env['dtype']} "
-        f"{env['memory_format']}{' compiled' if r['compiled'] else ''} (compile {r['compile_s']:.1f} s)",
+        f"{env['memory_format']}{' compiled' if r['compiled'] else ''} (compile {r['compile_s']:.1f} s)"
+        f"{', fused BatchNorm' if env['fused_batchnorm'] else ''}"
+        f"{', freed memory kept' if env['keeps_freed_memory'] else ''}",
         f"{'variant':<40}{'train img/s':>12}{'ratio':>8}{'infer img/s':>13}{'ratio':>8}",
         f"{'plain eager fp32 NCHW (baseline)':<40}{r['baseline_img_per_s']:>12.0f}{1:>8.2f}"
         f"{r['baseline_infer_img_per_s']:>13.0f}{1:>8.2f}",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..models import fused
 from .config import ConfigError
 
 
@@ -116,4 +117,5 @@ def environment(device: torch.device, dtype: torch.dtype, channels_last: bool) -
         "dtype": str(dtype).removeprefix("torch."),
         "memory_format": "channels_last" if channels_last else "contiguous",
         "keeps_freed_memory": _ALLOCATOR["keeps_freed_memory"],
+        "fused_batchnorm": fused.loaded(),
     }
