@@ -47,20 +47,28 @@ def test_compile_policy():
 
 
 def test_keeping_freed_memory_stops_the_page_faults():
+    """64 MiB is above glibc's largest dynamic mmap threshold: by default every allocation of it is
+    a fresh mapping that faults its 16,384 pages in; kept, it is reused (the first reuses may still
+    fault while the heap settles, so the median over 20 allocations is compared)."""
     import subprocess
     import sys
 
     code = """
-import resource, sys, torch
+import resource, statistics, sys, torch
 from sharenet.engine.device import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
-torch.empty(16 << 20).fill_(1)  # 64 MiB: above glibc's largest mmap threshold
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+per = []
+for _ in range(20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(16 << 20).fill_(1)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    per.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(statistics.median(per))
 """
-    faults = {m: int(subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, check=True).stdout)
-              for m in ("default", "keep")}  # fmt: skip
-    assert faults["default"] > 10 * 10_000 and faults["keep"] < faults["default"] / 5, faults
+
+    def median_faults(mode: str) -> float:
+        run = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
+        return float(run.stdout)
+
+    faults = {mode: median_faults(mode) for mode in ("default", "keep")}
+    assert faults["default"] >= 16_000 and faults["keep"] < 1_000, faults
