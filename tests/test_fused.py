@@ -96,6 +96,10 @@ def test_plain_path_where_the_kernel_does_not_apply():
     ):
         want = F.relu(copy.deepcopy(bn)(inp))
         assert torch.equal(fused.bn_act(bn, inp), want)
+    mixed = fused.bn_act(nn.BatchNorm2d(8), _cl(x).bfloat16(), residual=_cl(x))  # dtypes differ: plain
+    assert mixed.dtype == torch.float32
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fused.bn_act(nn.BatchNorm2d(8), _cl(torch.randn(1, 8, 1, 1)))
 
 
 def test_resnet_training_step_matches_plain_batchnorm():

@@ -137,8 +137,9 @@ def _fusable(bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None) -> b
         and x.dim() == 4
         and x.dtype in (torch.bfloat16, torch.float32)
         and x.is_contiguous(memory_format=torch.channels_last)
+        and x.numel() > x.shape[1]  # one value per channel: leave BatchNorm's own error to say so
         and bn.weight.dtype == torch.float32
-        and (residual is None or residual.shape == x.shape)
+        and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
     )
 
 
@@ -157,8 +158,8 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, invstd: torch.
 def bn_act(bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = True) -> torch.Tensor:
     """relu(bn(x) + residual), with the ReLU and the residual optional; one kernel where it can."""
     if _fusable(bn, x, residual):
-        if residual is not None:
-            residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        if residual is not None:  # an option-A shortcut's zero-padded output may come out NCHW
+            residual = residual.contiguous(memory_format=torch.channels_last)
         y, mean, invstd = torch.ops.sharenet_cpu.bn_act_fwd(x, residual, bn.weight, bn.bias, bn.eps, relu)
         _update_running_stats(bn, mean, invstd, x.numel() // x.shape[1])
         return y
