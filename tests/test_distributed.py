@@ -4,9 +4,16 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
+import torch
+import torch.distributed as tdist
 from safetensors.torch import load_file
+from torch import nn
+
+from sharenet.engine import distributed as dist
+from sharenet.engine.loop import NonFiniteError
 
 from .test_train_cli import sharenet_cli
 
@@ -82,3 +89,26 @@ def test_a_failure_on_the_ranks_stops_the_whole_run(fmnist_dir, tmp_path):
     assert proc.returncode != 0  # torchrun ends the group; no rank is left waiting
     assert "non-finite gradient norm at step" in proc.stderr
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_a_failed_run_frees_its_ddp_model_before_the_group_is_destroyed():
+    # The traceback of a failed step holds the DDP model; if the model outlives the group, its reducer
+    # destroys gloo's group later and can deadlock with gloo's workers (hung CI on torchrun).
+    tdist.init_process_group("gloo", store=tdist.HashStore(), rank=0, world_size=1)
+    models = []
+
+    def failing_run():
+        model = nn.parallel.DistributedDataParallel(nn.Linear(2, 2))
+        model(torch.ones(1, 2)).sum().backward()  # the reducer ran an all-reduce
+        models.append(weakref.ref(model))
+        raise NonFiniteError("non-finite gradient norm at step 1")
+
+    try:
+        with pytest.raises(NonFiniteError) as failure:
+            failing_run()
+        assert models[0]() is not None  # held by the traceback
+        dist.release_failed_run(failure.value)
+        assert models[0]() is None
+        assert failure.traceback[-1].name == "failing_run"  # the lines of the traceback remain
+    finally:
+        dist.shutdown()

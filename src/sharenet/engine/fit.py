@@ -32,6 +32,9 @@ def fit(cfg: Config, resume: str | None = None) -> dict:
     dist.prefix_warnings()
     try:
         return _fit(cfg, resume, device)
+    except BaseException as e:
+        dist.release_failed_run(e)
+        raise
     finally:
         dist.shutdown()
 
