@@ -37,8 +37,9 @@ def save_checkpoint(run_dir: Path, state: dict, keep: int = 2) -> Path:
         atomic_write(_record(path), lambda tmp: tmp.write_text(json.dumps(record)))
     except OSError as e:
         path.unlink(missing_ok=True)
+        target = f": {e.filename2}" if e.filename2 else ""  # a rename's target: the file or its record
         raise CheckpointError(
-            f"cannot write checkpoint {path} ({e.strerror or e}); earlier checkpoints are kept"
+            f"cannot write checkpoint {path} ({e.strerror or e}{target}); earlier checkpoints are kept"
         ) from None
     for old in list_checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)

@@ -7,11 +7,23 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import traceback
 
 import torch
 import torch.distributed as tdist
 from torch import nn
+
+from ..errors import SharenetError
+
+# What gloo's transport says when the rank at the other end of a collective has gone away.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+
+
+class PeerLostError(SharenetError):
+    """This rank's collective failed because another rank stopped first (its error is the cause)."""
+
+    exit_code = 1
 
 
 def world_size() -> int:
@@ -60,6 +72,24 @@ def release_failed_run(error: BaseException) -> None:
     if tdist.is_available() and tdist.is_initialized():
         traceback.clear_frames(error.__traceback__)
         gc.collect()
+
+
+def explain_peer_loss(error: BaseException) -> PeerLostError | None:
+    """One line instead of a surviving rank's gloo traceback, when another rank failed first.
+
+    A rank that fails (say, rank 0 cannot write a checkpoint) leaves its peers inside their next
+    collective, where gloo raises "Connection closed by peer"; their tracebacks would bury the one
+    error that matters, which the failed rank printed itself.
+    """
+    if world_size() == 1 or not isinstance(error, RuntimeError):
+        return None
+    text = str(error)
+    if not any(marker in text for marker in _PEER_GONE):
+        return None
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". ")[0]  # drop gloo's source path
+    return PeerLostError(
+        f"rank {rank()} stopped because another rank left the run ({reason}); that rank's own error says why"
+    )
 
 
 def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:

@@ -34,6 +34,9 @@ def fit(cfg: Config, resume: str | None = None) -> dict:
         return _fit(cfg, resume, device)
     except BaseException as e:
         dist.release_failed_run(e)
+        lost = dist.explain_peer_loss(e)
+        if lost is not None:
+            raise lost from e
         raise
     finally:
         dist.shutdown()
