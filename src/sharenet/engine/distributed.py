@@ -26,12 +26,17 @@ class PeerLostError(SharenetError):
     exit_code = 1
 
 
+def _in_group() -> bool:
+    """This process has joined a process group (and has not left it yet)."""
+    return tdist.is_available() and tdist.is_initialized()
+
+
 def world_size() -> int:
-    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+    return tdist.get_world_size() if _in_group() else 1
 
 
 def rank() -> int:
-    return tdist.get_rank() if tdist.is_available() and tdist.is_initialized() else 0
+    return tdist.get_rank() if _in_group() else 0
 
 
 def is_main() -> bool:
@@ -44,7 +49,7 @@ def launched_by_torchrun() -> bool:
 
 def init(device_type: str) -> torch.device | None:
     """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs); the rank's device."""
-    if not launched_by_torchrun() or tdist.is_initialized():
+    if not launched_by_torchrun() or _in_group():
         return None
     backend = "nccl" if device_type == "cuda" else "gloo"
     tdist.init_process_group(backend)
@@ -56,7 +61,7 @@ def init(device_type: str) -> torch.device | None:
 
 
 def shutdown() -> None:
-    if tdist.is_available() and tdist.is_initialized():
+    if _in_group():
         tdist.destroy_process_group()
 
 
@@ -69,7 +74,7 @@ def release_failed_run(error: BaseException) -> None:
     item needs the GIL too, and both ranks hung for good (seen in 2 of 31 failing torchrun runs).
     The frames stay, for the traceback's lines; only their locals go.
     """
-    if tdist.is_available() and tdist.is_initialized():
+    if _in_group():
         traceback.clear_frames(error.__traceback__)
         gc.collect()
 

@@ -14,13 +14,15 @@ import torch
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
+from .distributed import world_size
+
 # Its suggested replacement (_functional_collectives) is private API; this one is autograd-aware.
 warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated")
 
 
 class CrossRankBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        if not (self.training and world_size() > 1):
             return super().forward(x)
         c = x.shape[1]
         xf = x.float()
