@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .report import RunRecord, _mean_std
+from .report import RunRecord, mean_std
 
 TOLERANCE = {"stage": 0.01, "block": 0.005}  # the accuracy cost each paper reports as "little"
 SAME_PARAMS = 0.10  # "about the same number of parameters": within 10%
@@ -30,11 +30,11 @@ class Answer:
 
     @property
     def mean(self) -> float:
-        return _mean_std(self.diffs)[0]
+        return mean_std(self.diffs)[0]
 
     @property
     def std(self) -> float:
-        return _mean_std(self.diffs)[1]
+        return mean_std(self.diffs)[1]
 
 
 def _by_seed(records: list[RunRecord], dataset: str, model: str, share: str) -> dict[int, RunRecord]:
@@ -94,7 +94,7 @@ def _same_params(records: list[RunRecord]) -> list[Answer]:
         other = min(near)[1]
         a = [r.test_top1 for r in records if (r.dataset, r.model, r.share) == (dataset, model, share)]
         b = [r.test_top1 for r in records if (r.dataset, r.model, r.share) == (dataset, other, "none")]
-        (mean_a, std_a), (mean_b, std_b) = _mean_std(a), _mean_std(b)
+        (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
         diff, spread = mean_a - mean_b, max(std_a, std_b)
         verdict = ("holds" if diff > 0 else "fails") + ("; within seed noise" if abs(diff) <= spread else "")
         answers.append(Answer(

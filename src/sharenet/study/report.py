@@ -57,7 +57,8 @@ def _record(d: Path) -> RunRecord:
     )  # fmt: skip
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value): the report and the claims use the same."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -76,7 +77,7 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         return dataset, size[model], model, order.get(share, 3)
 
     for (dataset, model, share), runs in sorted(groups.items(), key=key):
-        top1, top1_std = _mean_std([r.test_top1 for r in runs])
+        top1, top1_std = mean_std([r.test_top1 for r in runs])
         train = [r.train_error for r in runs if r.train_error is not None]
         base = groups.get((dataset, model, "none"))
         paper = PAPER_TOP1_ERROR.get((dataset, model, share))
