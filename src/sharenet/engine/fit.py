@@ -161,7 +161,7 @@ def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: 
     test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, len(streams.classes))
     summary = {
         "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
-        "test_samples": test["samples"], "params": count_params(model), "epochs": pos.step / len(streams.train),
+        "test_samples": test["samples"], "params": count_params(dist.unwrap(trainer.model)), "epochs": pos.step / len(streams.train),
         "steps": pos.step, "wall_s": wall_s, "train_img_per_s": img_per_s, "world_size": dist.world_size(),
         "model": cfg.model.name, "share": cfg.model.share, "dataset": cfg.data.dataset,
         "weights": "ema" if trainer.ema is not None else "final",
