@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from sharenet.engine.device import use_compile
+from sharenet.engine.fastpath import use_compile
 
 from .test_train_cli import sharenet_cli
 
@@ -55,7 +55,7 @@ def test_keeping_freed_memory_stops_the_page_faults():
 
     code = """
 import resource, statistics, sys, torch
-from sharenet.engine.device import keep_freed_memory
+from sharenet.engine.fastpath import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 per = []

@@ -1,12 +1,23 @@
-"""Configuration: recipes as published, overrides type-checked, unknown keys named."""
+"""Configuration: recipes as published, overrides type-checked, unknown keys named, one declaration per key."""
+
+import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sharenet.engine.config import Config, ConfigError, apply, flatten, from_dict, parse_set, read_yaml
+from sharenet.cli import build_parser, main
+from sharenet.cli.train_cmd import resolve_config
+from sharenet.data import DATASETS
+from sharenet.engine.checkpoint import CheckpointError
+from sharenet.engine.config import KEYS, Config, ConfigError, apply, coerce, flatten, from_dict, parse_set, read_yaml
 from sharenet.engine.recipes import RECIPES, recipe_config
+from sharenet.engine.validate import check_config, check_resume_compatible
 from sharenet.errors import SharenetError
+from sharenet.models.sharing import SCHEMES
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_recipes_carry_the_papers_values():
@@ -68,14 +79,86 @@ def test_yaml_file_and_round_trip(tmp_path):
         read_yaml(tmp_path / "broken.yaml")
 
 
-KEYS = ["optim.lr", "optim.epochs", "optim.milestones", "model.share", "run.out", "data.flip", "nope.x", "optim"]
-
-
 @settings(max_examples=300, deadline=None)
-@given(key=st.sampled_from(KEYS) | st.text(max_size=12), value=st.text(max_size=12))
+@given(key=st.sampled_from([*KEYS, "nope.x", "optim"]) | st.text(max_size=12), value=st.text(max_size=12))
 def test_any_override_either_applies_or_raises_our_error(key, value):
     try:
         cfg = apply(Config(), parse_set([f"{key}={value}"]))
     except SharenetError:
         return
     assert isinstance(cfg, Config)
+
+
+def test_readme_key_table_is_the_list_keys_output(capsys):
+    assert main(["train", "--list-keys"]) == 0
+    table = capsys.readouterr().out.strip()
+    start, end = "<!-- sharenet train --list-keys -->\n", "\n<!-- end sharenet train --list-keys -->"
+    text = README.read_text()
+    assert text[text.index(start) + len(start) : text.index(end)] == table, "rerun: sharenet train --list-keys"
+    assert [row.split("`")[1] for row in table.splitlines()[2:]] == list(KEYS)
+
+
+def test_every_default_and_recipe_is_valid_and_choices_come_from_the_registries():
+    assert KEYS["model.share"].choices is SCHEMES and KEYS["data.dataset"].choices is DATASETS
+    for k in KEYS.values():
+        assert coerce(k.name, k.default) == k.default, k.name
+    for name in RECIPES:
+        check_config(recipe_config(name))
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ("optim.epochs=0", "optim.epochs=0 is invalid: needs at least one epoch"),
+        ("optim.lr=-1", "needs a non-negative learning rate"),
+        ("optim.ema_decay=1", "optim.ema_decay=1.0 must be in [0, 1)"),
+        ("optim.ema_decay=-0.5", "needs 0 (off) or in (0, 1)"),
+        ("model.dropout=-0.1", "model.dropout=-0.1 must be in [0, 1)"),
+        ("optim.momentum=1", "must be in [0, 1)"),
+        ("run.log_every=0", "needs at least 1"),
+        ("data.workers=-1", "needs non-negative"),
+    ],
+)
+def test_bounds_are_checked_with_their_reason(item, words):
+    with pytest.raises(ConfigError) as info:
+        check_config(apply(Config(), parse_set([item])))
+    assert words in str(info.value)
+
+
+def test_resume_refuses_must_match_keys_and_reports_the_others():
+    saved = {"config": json.loads(json.dumps(Config().to_dict()))}  # as a run stores it: tuples become lists
+    del saved["config"]["optim"]["grad_clip"]  # an older run, before the key existed: counts as the default
+    cfg = apply(Config(), {"optim.lr": 0.05, "run.out": "elsewhere", "optim.milestones": ()})
+    assert check_resume_compatible(cfg, saved) == ["optim.lr: 0.1 -> 0.05"]  # run.out is local: not reported
+    with pytest.raises(CheckpointError, match=r"optim.batch_size: 128 -> 64"):
+        check_resume_compatible(apply(cfg, {"optim.batch_size": 64}), saved)
+
+
+def test_flags_come_from_the_keys_and_set_wins(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("optim: {lr: 0.2, epochs: 7}\n")
+    args = build_parser().parse_args(
+        ["train", "--config", str(path), "--lr", "0.05", "--no-progress", "--share", "block", "--set", "optim.lr=0.01"]
+    )
+    cfg = resolve_config(args)
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.run.progress, cfg.model.share) == (0.01, 7, False, "block")
+    flags = {k.flag for k in KEYS.values() if k.flag}
+    assert {"--model", "--batch-size", "--no-progress", "--checkpoint-every"} <= flags
+
+
+def test_config_json_of_an_earlier_run_still_loads():
+    written = {
+        "model": {"name": "resnet56", "share": "block", "shortcut": None, "dropout": 0.0},
+        "optim": {"milestones": [82, 123], "lr": 0.1, "batch_size": 128},
+        "run": {"out": "runs/x", "progress": False},
+        "recipe": "cifar-he",
+        "torch_version": "2.5.1",
+        "git_revision": "6e986c1",
+    }
+    cfg = from_dict(written)
+    assert (cfg.model.name, cfg.optim.milestones, cfg.run.progress, cfg.recipe) == (
+        "resnet56",
+        (82, 123),
+        False,
+        "cifar-he",
+    )

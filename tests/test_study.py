@@ -18,7 +18,7 @@ from sharenet.engine.config import apply, flatten
 from sharenet.engine.recipes import recipe_config
 from sharenet.engine.validate import check_config
 from sharenet.study.claims import answer_claims
-from sharenet.study.report import RunRecord
+from sharenet.study.records import RunRecord
 
 from .test_train_cli import sharenet_cli
 

@@ -1,9 +1,8 @@
 """sharenet: parameter-shared residual networks (ShaResNet, intra-block sharing) for PyTorch."""
 
-__version__ = "0.1.0"
-
 from .errors import PlanMismatchError, SharenetError, WeightsError
 from .models import count_macs, count_params, create_model, describe, list_models, share_groups
+from .version import __version__
 from .weights import LoadReport, load, load_weights, save, unshare
 
 __all__ = [

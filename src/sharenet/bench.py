@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .engine.config import Config, apply
-from .engine.device import autocast, environment, pick_device, pick_dtype, use_compile
+from .engine.device import autocast, pick_device
 from .engine.fit import build_trainer
 from .models import count_macs, create_model
 
@@ -36,24 +36,21 @@ def _inputs(model, batch: int, device, channels_last: bool, size: int | None = N
 
 def fast_path(
     cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None]
-) -> tuple[Callable, Callable, float]:
-    """(train step, inference step, compile seconds) built by the engine exactly as training builds them."""
-    dtype = pick_dtype(cfg.run.precision, device)
+) -> tuple[Callable, Callable, dict]:
+    """(train step, inference step, facts) built by the engine exactly as training builds them."""
     model = create_model(cfg.model.name, share=share, in_chans=shape[0]).to(device)
-    if cfg.run.channels_last:
-        model.to(memory_format=torch.channels_last)
-    trainer = build_trainer(cfg, model, device, dtype, steps_per_epoch=10_000)  # a full run's compile decision
-    x, y = _inputs(model, batch, device, cfg.run.channels_last, shape[1])
+    trainer = build_trainer(cfg, model, device, steps_per_epoch=10_000)  # a full run's compile decision
+    x, y = _inputs(model, batch, device, trainer.fast.channels_last, shape[1])
     t0 = time.perf_counter()
     trainer.step(x, y, 0)  # the first step pays for compilation
-    compile_s = time.perf_counter() - t0
+    facts = {"compile_s": time.perf_counter() - t0, "fast_path": trainer.fast.record()}
 
     def infer():
-        with torch.no_grad(), autocast(device, dtype):
+        with torch.no_grad(), autocast(device, trainer.dtype):
             model.eval()(x)
         model.train()
 
-    return (lambda: trainer.step(x, y, 1)), infer, compile_s
+    return (lambda: trainer.step(x, y, 1)), infer, facts
 
 
 def plain_path(name: str, share: str, device, batch: int, shape: tuple[int, int | None]) -> tuple[Callable, Callable]:
@@ -125,10 +122,10 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
     cfg = apply(Config(), {"model.name": name, "model.share": share, **(overrides or {})})
     cfg = replace(cfg, optim=replace(cfg.optim, batch_size=batch))
     device = pick_device(cfg.run.device)
-    dtype = pick_dtype(cfg.run.precision, device)
     shape = (in_chans, input_size)
-    fast_train, fast_infer, compile_s = fast_path(cfg, share, device, batch, shape)
-    none_train, _, compile_none_s = fast_path(cfg, "none", device, batch, shape)
+    fast_train, fast_infer, facts = fast_path(cfg, share, device, batch, shape)
+    none_train, _, facts_none = fast_path(cfg, "none", device, batch, shape)
+    dtype = getattr(torch, facts["fast_path"]["dtype"])
     base_train, base_infer = plain_path(name, share, device, batch, shape)
     for fn in (fast_train, none_train, base_train, fast_infer, base_infer):
         for _ in range(warmup):
@@ -152,10 +149,10 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
         "shared_vs_unshared_paired": _paired_ratio(train_rates, "fast", "none"),
         "infer_img_per_s": infer["fast"], "baseline_infer_img_per_s": infer["base"],
         "infer_speedup_vs_baseline": infer["fast"] / infer["base"],
-        "compiled": use_compile(cfg.run.compile, device, 10_000), "compile_s": compile_s,
-        "compile_unshared_s": compile_none_s, "macs_per_image": macs,
+        "compiled": facts["fast_path"]["compile"], "compile_s": facts["compile_s"],
+        "compile_unshared_s": facts_none["compile_s"], "macs_per_image": macs,
         "train_tflops": achieved / 1e12, "matmul_tflops": peak / 1e12, "fraction_of_matmul_peak": achieved / peak,
-        "environment": environment(device, dtype, cfg.run.channels_last),
+        "environment": facts["fast_path"],
     }  # fmt: skip
 
 
@@ -165,7 +162,8 @@ def format_table(r: dict) -> str:
         f"{r['model']} share={r['share']} batch {r['batch_size']}x{'x'.join(map(str, r['input']))}: "
         f"median of {r['rounds']} interleaved rounds "
         f"of {r['steps_per_round']} steps",
-        f"{env['device_name']}, {env['threads']} threads, torch {env['torch']}, fast path: {env['dtype']} "
+        f"{env['device_name']} ({env['isa']}), {env['threads']} threads, torch {env['torch']}, "
+        f"fast path: {env['dtype']} "
         f"{env['memory_format']}{' compiled' if r['compiled'] else ''} (compile {r['compile_s']:.1f} s)"
         f"{', fused BatchNorm' if env['fused_batchnorm'] else ''}"
         f"{', freed memory kept' if env['keeps_freed_memory'] else ''}",
@@ -180,6 +178,6 @@ def format_table(r: dict) -> str:
         f"median of per-round ratios: fast/baseline {r['speedup_vs_baseline_paired']:.2f}, "
         f"shared/unshared {r['shared_vs_unshared_paired']:.3f}",
         f"training step: {r['train_tflops']:.3f} TFLOP/s = {100 * r['fraction_of_matmul_peak']:.1f}% of this "
-        f"machine's {env['dtype']} matmul rate ({r['matmul_tflops']:.2f} TFLOP/s)",
+        f"machine's {env['dtype']} matmul rate on {env['isa']} ({r['matmul_tflops']:.2f} TFLOP/s)",
     ]
     return "\n".join(lines)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
 from ..errors import SharenetError
+from ..version import __version__
 from . import bench_cmd, models_cmd, study_cmd, train_cmd
 
 COMMANDS = (models_cmd, train_cmd, bench_cmd, study_cmd)
+DESCRIPTION = """\
+Parameter-shared residual networks: build ResNets whose 3x3 kernels are shared (ShaResNet's
+per-stage sharing, Dai et al.'s intra-block sharing), count their parameters against the papers',
+train and evaluate them with the papers' recipes, run studies of shared against unshared
+networks, and measure training speed on this machine. `sharenet COMMAND --help` for each command.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sharenet", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sharenet", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"sharenet {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..engine.config import CHOICES, parse_set
+from ..engine.config import KEYS, parse_set
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="training/inference images/s: fast path vs plain baseline vs unshared")
-    p.add_argument("--model", default="resnet20")
-    p.add_argument("--share", default="stage", choices=CHOICES["model.share"])
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--model", default=KEYS["model.name"].default)
+    p.add_argument("--share", default=KEYS["model.share"].default, choices=KEYS["model.share"].choices)
+    p.add_argument("--batch-size", type=int, default=KEYS["optim.batch_size"].default)
     p.add_argument("--in-chans", type=int, default=3, help="1 for Fashion-MNIST-shaped input")
     p.add_argument("--input-size", type=int, help="image side (default: the model's native size)")
     p.add_argument("--steps", type=int, default=5, help="steps per variant per round")

@@ -6,49 +6,47 @@ import argparse
 import json
 from pathlib import Path
 
-from ..engine.config import CHOICES, ConfigError, apply, flatten, parse_set, read_yaml
+from ..engine.config import KEYS, ConfigError, Key, apply, flatten, parse_set, read_yaml
 from ..engine.evaluation import per_class, plot_confusion, run_eval
 from ..engine.recipes import RECIPES, recipe_config
-
-FLAGS = {  # command-line flag -> config key
-    "model": "model.name", "share": "model.share", "dataset": "data.dataset", "data_dir": "data.data_dir",
-    "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr", "seed": "run.seed",
-    "device": "run.device", "out": "run.out", "max_steps": "run.max_steps",
-    "checkpoint_every": "run.checkpoint_every",
-}  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: resnet20 share=stage on Fashion-MNIST)")
-    p.add_argument("--model", help="model name (default resnet20)")
-    p.add_argument("--share", choices=CHOICES["model.share"])
-    p.add_argument("--dataset", choices=CHOICES["data.dataset"])
-    p.add_argument("--data-dir")
     p.add_argument("--recipe", choices=list(RECIPES), help="named preset (default fashion-mnist)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch size, summed over ranks")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=CHOICES["run.device"])
-    p.add_argument("--out", help="run directory (default runs/<timestamp>-<model>-<share>)")
+    add_key_flags(p)
     p.add_argument("--resume", metavar="auto|PATH", help="continue from the newest checkpoint in --out, or PATH")
-    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps, then evaluate and save")
-    p.add_argument("--checkpoint-every", type=int, metavar="N", help="save the training state every N steps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML: {recipe: NAME, model: {...}, optim: {...}, ...}")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any key (repeatable); --list-keys shows them all")  # fmt: skip
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--list-keys", action="store_true", help="print every config key as a Markdown table and exit")
     p.set_defaults(run=run_train)
 
     p = sub.add_parser("eval", help="evaluate a run directory or weight file on a test set")
     p.add_argument("source", help="run directory or .safetensors weight file")
-    p.add_argument("--dataset", choices=CHOICES["data.dataset"])
+    p.add_argument("--dataset", choices=KEYS["data.dataset"].choices)
     p.add_argument("--data-dir")
-    p.add_argument("--device", choices=CHOICES["run.device"])
+    p.add_argument("--device", choices=KEYS["run.device"].choices)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="write a confusion matrix (default: beside)")
     p.set_defaults(run=run_evaluate)
+
+
+def add_key_flags(p: argparse.ArgumentParser) -> None:
+    """One option per key declared with a flag, stored under the key's own name; help is its why."""
+    for k in KEYS.values():
+        if not k.flag:
+            continue
+        helptext = f"{k.why} [{k.name}]".replace("%", "%%")
+        if k.hint is bool:  # --no-progress sets False, any other bool flag True
+            on = not k.flag.startswith("--no-")
+            p.add_argument(k.flag, dest=k.name, action="store_const", const=on, help=("" if on else "off: ") + helptext)
+            continue
+        metavar = None if k.choices else k.flag.lstrip("-").replace("-", "_").upper()
+        kind = k.hint if k.hint in (int, float) else None
+        p.add_argument(k.flag, dest=k.name, type=kind, choices=k.choices or None, metavar=metavar, help=helptext)
 
 
 def resolve_config(args):
@@ -56,23 +54,52 @@ def resolve_config(args):
     tree = read_yaml(args.config) if args.config else {}
     cfg = recipe_config(args.recipe or tree.get("recipe") or "fashion-mnist")
     cfg = apply(cfg, flatten(tree, args.config) if tree else {})
-    cfg = apply(cfg, {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None})
-    if args.no_progress:
-        cfg = apply(cfg, {"run.progress": False})
+    flags = {k.name: getattr(args, k.name) for k in KEYS.values() if k.flag}
+    cfg = apply(cfg, {name: value for name, value in flags.items() if value is not None})
     return apply(cfg, parse_set(args.set))
 
 
-def run_train(args) -> int:
-    from ..engine.fit import fit  # heavy imports only when training
-    from ..engine.validate import check_config
+def key_table() -> str:
+    """Every config key as a Markdown table; README.md holds this output verbatim (a test compares them)."""
+    rows = [
+        "| key | type | default | choices or bounds | on resume | flag | what and why |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in KEYS.values():
+        cells = (f"`{k.name}`", f"`{k.type}`", f"`{_as_written(k.default)}`", ", ".join(k.choices) or k.bounds,
+                 _on_resume(k), f"`{k.flag}`" if k.flag else "", k.why)  # fmt: skip
+        rows.append("| " + " | ".join(c.replace("|", "\\|").replace("<", "\\<") for c in cells) + " |")  # not HTML
+    return "\n".join(rows)
 
+
+def _as_written(value) -> str:
+    """A default as one writes it in a YAML --config file or --set."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return "none" if value is None else str(value)
+
+
+def _on_resume(k: Key) -> str:
+    return "must match" if k.resume else "may change (local)" if k.local else "may change"
+
+
+def run_train(args) -> int:
+    if args.list_keys:
+        print(key_table())
+        return 0
     cfg = resolve_config(args)
     if args.print_config:
+        from ..engine.validate import check_config
+
         check_config(cfg)
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     if args.resume == "auto" and not cfg.run.out:
         raise ConfigError("--resume auto needs --out DIR: the run directory to continue")
+    from ..engine.fit import fit  # heavy imports only when training
+
     fit(cfg, resume=args.resume)
     return 0
 

@@ -6,12 +6,12 @@ sharenet in CI or on clusters have no internet.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 from pathlib import Path
 
 from ..errors import SharenetError
+from ..storage import file_digest
 
 
 class DataError(SharenetError):
@@ -28,14 +28,6 @@ def candidate_dirs(data_dir: str | None, subdirs: tuple[str, ...], system: tuple
 def find_dir(dirs: list[Path], required: tuple[str, ...]) -> Path | None:
     """The first directory that holds every required file."""
     return next((d for d in dirs if all((d / f).is_file() for f in required)), None)
-
-
-def file_digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(files: dict[str, str], base_url: str, target: Path, hint: str, algo: str = "md5") -> Path:

@@ -15,21 +15,20 @@ from pathlib import Path
 
 import torch
 
-from ..data.sources import file_digest
 from ..errors import SharenetError
-from ..weights.files import atomic_write
+from ..rundir import RunDir
+from ..storage import atomic_write, file_digest
 
 
 class CheckpointError(SharenetError):
     """A checkpoint that is missing, corrupt, foreign, or cannot be written."""
 
 
-def _record(path: Path) -> Path:
-    return path.with_suffix(".json")
+_record = RunDir.checkpoint_record
 
 
-def save_checkpoint(run_dir: Path, state: dict, keep: int = 2) -> Path:
-    path = Path(run_dir) / f"ckpt-{state['step']:08d}.pt"
+def save_checkpoint(run_dir: Path | RunDir, state: dict, keep: int = 2) -> Path:
+    path = RunDir(run_dir).checkpoint_path(state["step"])
     try:
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         record = {"file": path.name, "sha256": file_digest(path, "sha256"), "step": state["step"],
@@ -47,9 +46,9 @@ def save_checkpoint(run_dir: Path, state: dict, keep: int = 2) -> Path:
     return path
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
+def list_checkpoints(run_dir: Path | RunDir) -> list[Path]:
     """Checkpoint files in `run_dir`, newest step first."""
-    return sorted(Path(run_dir).glob("ckpt-*.pt"), reverse=True)
+    return RunDir(run_dir).checkpoints()
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -76,7 +75,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def find_latest(run_dir: Path) -> tuple[Path, dict] | None:
+def find_latest(run_dir: Path | RunDir) -> tuple[Path, dict] | None:
     """The newest checkpoint that verifies; bad newer ones are skipped with a warning."""
     for path in list_checkpoints(run_dir):
         try:

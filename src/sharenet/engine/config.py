@@ -1,5 +1,9 @@
 """Run configuration: frozen dataclasses, named recipes, YAML files and `section.key=value` overrides.
 
+Each key is declared once, as a dataclass field made by `key()`: default, why, choices, bounds,
+what resuming a checkpoint requires of it, and its `sharenet train` flag. Coercion, range checks
+(validate.py), resume checks, the command-line flags and the README's key table
+(`sharenet train --list-keys`) all read `KEYS`, so none of them can drift from the declaration.
 Everything is validated before any work starts: unknown sections or keys and ill-typed values
 raise ConfigError naming the valid choices.
 """
@@ -15,7 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from ..data import DATASETS
 from ..errors import InvalidArgumentError
+from ..models.sharing import SCHEMES
 
 
 class ConfigError(InvalidArgumentError):
@@ -23,60 +29,120 @@ class ConfigError(InvalidArgumentError):
 
 
 @dataclass(frozen=True)
+class Key:
+    """Everything known about one config key; `KEYS` fills in name, hint, type and default."""
+
+    why: str  # what the key does, and why one would change it: help text and README
+    choices: tuple = ()  # the allowed values, when they are a closed set
+    low: float | None = None  # lowest allowed value
+    below: float | None = None  # values must stay below this
+    need: str | None = None  # what a value under `low` lacks, for the error message
+    resume: bool = False  # a checkpoint made with another value cannot be continued
+    local: bool = False  # where or how to run, not what is trained: a change on resume is not reported
+    flag: str | bool | None = None  # `sharenet train` option; True: --name (--no-name for a bool that is on)
+    name: str = ""  # section.key
+    hint: typing.Any = None  # the resolved type, for coercion
+    type: str = ""  # the annotation as written, for people
+    default: typing.Any = None
+
+    @property
+    def bounds(self) -> str:
+        """The allowed range as error messages and the README write it: "[0, 1)", ">= 1" or ""."""
+        if self.below is not None:
+            return f"[{self.low:g}, {self.below:g})"
+        return "" if self.low is None else f">= {self.low:g}"
+
+
+def key(
+    default,
+    why: str,
+    *,
+    choices: tuple = (),
+    low: float | None = None,
+    below: float | None = None,
+    need: str | None = None,
+    resume: bool = False,
+    local: bool = False,
+    flag: str | bool | None = None,
+) -> typing.Any:
+    """A dataclass field declaring one config key: its default plus `Key` metadata (`flag=True`: derived name)."""
+    meta = Key(why, tuple(choices), low, below, need, resume, local, flag)
+    return field(default=default, metadata={"key": meta})
+
+
+# One declaration per key; adding a key is adding its line here. Keys with resume=True shape a
+# checkpoint's state (model, data, batch, EMA, parameter groups); the others may change when a run
+# is continued. New keys need a default that reproduces the behaviour before they existed: older
+# checkpoints and config.json files lack them.
+# fmt: off
+@dataclass(frozen=True)
 class ModelConfig:
-    name: str = "resnet20"  # any registered name or family form (resnet56, wrn28_10, ...)
-    share: str = "stage"  # none | stage (ShaResNet) | block (Dai et al.)
-    shortcut: str | None = None  # CIFAR basic ResNets: "A" (He et al. default) or "B"
-    dropout: float = 0.0  # Wide ResNets only
+    name: str = key("resnet20", "registered name or family form (resnet56, wrn28_10, ...)", resume=True, flag="--model")
+    share: str = key("stage", "stage: one 3x3 kernel per stage (ShaResNet); block: one per block (Dai et al.)",
+                     choices=SCHEMES, resume=True, flag=True)
+    shortcut: str | None = key(None, "CIFAR basic ResNets: A (zero-pad, He et al.; none means A) or B (1x1 conv)",
+                               resume=True)
+    dropout: float = key(0.0, "Wide ResNets only", low=0.0, below=1, resume=True)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder
-    data_dir: str | None = None  # else $SHARENET_DATA, then system locations
-    crop_pad: int = 2  # random-crop padding in pixels; 0 disables (in-memory data sets)
-    reflect_pad: bool = False  # reflection padding (Wide-ResNet code) instead of zeros (He et al.)
-    flip: bool = True  # random horizontal flip
-    download: bool = True  # fetch a missing data set from its official source, checksum-verified
-    workers: int = 2  # DataLoader processes, image folders only
+    dataset: str = key("fashion-mnist", "imagefolder: data_dir holds train/<class>/ and val/<class>/", choices=DATASETS,
+                       resume=True, flag=True)
+    data_dir: str | None = key(None, "data root; none: $SHARENET_DATA, then system locations", local=True, flag=True)
+    crop_pad: int = key(2, "random-crop padding in pixels; 0 disables (in-memory data sets)", low=0)
+    reflect_pad: bool = key(False, "reflection padding (Wide-ResNet code) instead of zeros (He et al.)")
+    flip: bool = key(True, "random horizontal flip")
+    download: bool = key(True, "fetch a missing data set from its official source, checksum-verified")
+    workers: int = key(2, "DataLoader processes, image folders only", low=0)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    epochs: int = 15
-    batch_size: int = 128  # global: summed over all ranks
-    lr: float = 0.1  # at `lr_reference_batch`; scaled linearly to `batch_size` when they differ
-    lr_reference_batch: int = 0  # 0: lr applies to batch_size as given (no scaling)
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    decay_norm_and_bias: bool = True  # False exempts BatchNorm and bias parameters from decay
-    schedule: str = "cosine"  # cosine | multistep | constant
-    milestones: tuple[int, ...] = ()  # multistep: epochs at which lr is multiplied by gamma
-    gamma: float = 0.1
-    warmup_steps: int = 0  # optimizer steps before the schedule proper starts
-    warmup_factor: float = 0.1  # lr multiplier at step 0 of the warm-up
-    warmup_mode: str = "linear"  # linear (ramp to 1) | constant (He et al.'s ResNet-110 trick)
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # max global gradient norm; 0 disables
-    ema_decay: float = 0.0  # EMA of the weights per step (0 disables); evaluated and saved when on
+    epochs: int = key(15, "passes over the training set", low=1, need="at least one epoch", flag=True)
+    batch_size: int = key(128, "global: summed over all ranks", low=1, need="a positive batch", resume=True, flag=True)
+    lr: float = key(0.1, "at lr_reference_batch; scaled linearly to batch_size when they differ", low=0, flag=True,
+                    need="a non-negative learning rate")
+    lr_reference_batch: int = key(0, "0: lr applies to batch_size as given (no scaling)", low=0)
+    momentum: float = key(0.9, "SGD momentum", low=0, below=1, need="non-negative momentum")
+    nesterov: bool = key(True, "Nesterov momentum (Wide-ResNet code, fb.resnet.torch); He et al.: plain momentum")
+    weight_decay: float = key(5e-4, "L2 penalty, applied by SGD", low=0, need="non-negative weight decay")
+    decay_norm_and_bias: bool = key(True, "false exempts BatchNorm and bias parameters from decay", resume=True)
+    schedule: str = key("cosine", "lr after warm-up: cosine to 0, x gamma at milestones, or constant",
+                        choices=("cosine", "multistep", "constant"))
+    milestones: tuple[int, ...] = key((), "multistep: epochs at which lr is multiplied by gamma")
+    gamma: float = key(0.1, "multistep: lr factor at each milestone")
+    warmup_steps: int = key(0, "optimizer steps before the schedule proper starts", low=0)
+    warmup_factor: float = key(0.1, "lr multiplier at step 0 of the warm-up")
+    warmup_mode: str = key("linear", "linear: ramp to 1; constant: hold (He et al.'s ResNet-110 trick)",
+                           choices=("linear", "constant"))
+    label_smoothing: float = key(0.0, "cross-entropy label smoothing", low=0, below=1, need="in [0, 1)")
+    grad_clip: float = key(0.0, "max global gradient norm; 0 disables", low=0, need="0 (off) or a positive norm")
+    ema_decay: float = key(0.0, "weight EMA per step, each shared kernel once (0: off); evaluated and saved when on",
+                           low=0, below=1, need="0 (off) or in (0, 1)", resume=True)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16
-    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and GPU
-    compile: str = "auto"  # torch.compile: on | off | auto (runs of >= 2,000 steps with a compiler present)
-    out: str | None = None  # run directory; default runs/<timestamp>-<model>-<share>
-    max_steps: int = 0  # stop after this many optimizer steps (0: run every epoch)
-    checkpoint_every: int = 0  # steps between checkpoints (0: at epoch ends only)
-    keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
-    log_every: int = 50  # steps between metrics.jsonl rows
-    eval_batch_size: int = 500
-    progress: bool = True  # progress bar (also off when stderr is not a terminal)
-    sync_bn: bool = False  # SyncBatchNorm across ranks (distributed runs)
+    seed: int = key(0, "seeds weights, data order and augmentation", flag=True)
+    device: str = key("auto", "auto: cuda when available, else cpu", choices=("auto", "cpu", "cuda"), local=True,
+                      flag=True)
+    precision: str = key("auto", "auto: bf16 where the hardware has it natively, else fp32; fp16 needs CUDA",
+                         choices=("auto", "fp32", "bf16", "fp16"))
+    channels_last: bool = key(True, "NHWC activations: faster convolutions on CPU (oneDNN) and GPU")
+    compile: str = key("auto", "torch.compile; auto: on for runs of >= 2,000 steps with a compiler present",
+                       choices=("auto", "on", "off"))
+    out: str | None = key(None, "run directory; default runs/<timestamp>-<model>-<share>", local=True, flag=True)
+    max_steps: int = key(0, "stop after this many optimizer steps, then evaluate and save (0: run every epoch)",
+                         low=0, need="0 (no limit) or a positive count", flag=True)
+    checkpoint_every: int = key(0, "steps between checkpoints, which are also saved at epoch ends (0: only there)",
+                                low=0, need="0 (epoch ends only) or a positive count", flag=True)
+    keep_checkpoints: int = key(2, "newest complete checkpoints kept on disk", low=1, need="at least one")
+    log_every: int = key(50, "steps between metrics.jsonl rows", low=1)
+    eval_batch_size: int = key(500, "batch size for test-set evaluation", low=1, need="a positive batch")
+    progress: bool = key(True, "progress bar (also off when stderr is not a terminal)", local=True, flag=True)
+    sync_bn: bool = key(False, "SyncBatchNorm across ranks (distributed runs)")
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -91,25 +157,30 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "model.share": ("none", "stage", "block"),
-    "data.dataset": ("fashion-mnist", "cifar10", "cifar100", "imagefolder"),
-    "optim.schedule": ("cosine", "multistep", "constant"),
-    "optim.warmup_mode": ("linear", "constant"),
-    "run.device": ("auto", "cpu", "cuda"),
-    "run.precision": ("auto", "fp32", "bf16", "fp16"),
-    "run.compile": ("auto", "on", "off"),
-}
-SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "recipe"}
+SECTIONS = {name: hint for name, hint in typing.get_type_hints(Config).items() if name != "recipe"}
 
 
-def _section_fields(section: str) -> dict[str, dataclasses.Field]:
-    cls = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}[section]
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
+def _declared_keys() -> dict[str, Key]:
+    out = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if "key" not in f.metadata:
+                raise TypeError(f"{cls.__name__}.{f.name} must be declared with key(default, why, ...)")
+            k, name = f.metadata["key"], f"{section}.{f.name}"
+            if k.below is not None and k.low is None:
+                raise TypeError(f"{name}: an upper bound (below=) needs a lower one (low=)")
+            flag = k.flag
+            if flag is True:  # derived: --batch-size, or --no-progress for a bool that defaults to True
+                flag = "--" + ("no-" if f.default is True else "") + f.name.replace("_", "-")
+            out[name] = replace(k, name=name, hint=hints[f.name], type=str(f.type), default=f.default, flag=flag)
+    return out
 
 
-def coerce(key: str, hint, value):
+KEYS: dict[str, Key] = _declared_keys()  # "section.key" -> Key, in declaration order
+
+
+def _as_type(dotted: str, hint, value):
     """`value` as type `hint` (from YAML or a command-line string), or ConfigError."""
     if isinstance(value, str) and hint is not str:
         with contextlib.suppress(yaml.YAMLError):
@@ -123,7 +194,7 @@ def coerce(key: str, hint, value):
         items = value if isinstance(value, (list, tuple)) else [] if value in ("", None) else [value]
         if isinstance(value, str):
             items = [v for v in value.split(",") if v.strip()]
-        return tuple(coerce(key, args[0], v) for v in items)
+        return tuple(_as_type(dotted, args[0], v) for v in items)
     if hint in (int, float) and isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = hint(value)  # YAML 1.1 reads 1e-3 as a string
@@ -134,24 +205,30 @@ def coerce(key: str, hint, value):
         str: isinstance(value, (str, int, float)) and not isinstance(value, bool),
     }[hint]
     if not ok:
-        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
-    value = hint(value)
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        raise ConfigError(f"{dotted} must be {hint.__name__}, got {value!r}")
+    return hint(value)
+
+
+def coerce(dotted: str, value):
+    """`value` for key `dotted`, typed and checked against the key's choices, or ConfigError."""
+    k = KEYS[dotted]
+    value = _as_type(dotted, k.hint, value)
+    if k.choices and value is not None and value not in k.choices:
+        raise ConfigError(f"{dotted} must be one of {', '.join(k.choices)}, got {value!r}")
     return value
 
 
 def apply(cfg: Config, overrides: dict[str, object]) -> Config:
-    """Config with `{"section.key": value}` applied, each checked against its field's type."""
+    """Config with `{"section.key": value}` applied, each checked against its key's type and choices."""
     sections = {}
     for dotted, value in overrides.items():
-        section, _, key = dotted.partition(".")
+        section, _, name = dotted.partition(".")
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section {section!r} in {dotted!r}; valid: {', '.join(SECTIONS)}")
-        valid = _section_fields(section)
-        if key not in valid:
-            raise ConfigError(f"unknown config key {dotted!r}; valid {section} keys: {', '.join(valid)}")
-        sections.setdefault(section, {})[key] = coerce(dotted, valid[key], value)
+        if dotted not in KEYS:
+            valid = ", ".join(f.name for f in fields(SECTIONS[section]))
+            raise ConfigError(f"unknown config key {dotted!r}; valid {section} keys: {valid}")
+        sections.setdefault(section, {})[name] = coerce(dotted, value)
     return replace(cfg, **{s: replace(getattr(cfg, s), **kv) for s, kv in sections.items()})
 
 
@@ -159,10 +236,10 @@ def parse_set(items: list[str]) -> dict[str, str]:
     """`["optim.lr=0.05", ...]` -> {"optim.lr": "0.05"}."""
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        dotted, sep, value = item.partition("=")
+        if not sep or not dotted.strip():
             raise ConfigError(f"--set takes section.key=value, got {item!r}")
-        out[key.strip()] = value
+        out[dotted.strip()] = value
     return out
 
 

@@ -16,7 +16,6 @@ class Streams:
     test: BatchStream | FolderStream
     classes: tuple[str, ...]
     in_chans: int
-    source: str
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:
@@ -35,7 +34,7 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
         return Streams(
             FolderStream(train_set, batch, train=True, seed=r.seed, workers=d.workers, **common),
             FolderStream(test_set, r.eval_batch_size, train=False, workers=d.workers, **common),
-            tuple(train_set.classes), 3, d.data_dir,
+            tuple(train_set.classes), 3,
         )  # fmt: skip
     data = load_memory_dataset(d.dataset, d.data_dir, d.download)
     mean, std = data.channel_stats()
@@ -45,4 +44,4 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
     test = BatchStream(data.test_x, data.test_y, r.eval_batch_size, train=False, **norm, **common)
     if len(train) == 0:
         raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(data.train_y)} training images")
-    return Streams(train, test, data.classes, data.in_chans, data.source)
+    return Streams(train, test, data.classes, data.in_chans)

@@ -1,24 +1,28 @@
-"""Device, precision and memory format: what runs fastest on the hardware at hand.
+"""The hardware at hand: device, the CPU's vector ISA level, autocast dtype.
 
-bf16 autocast pays on CPUs with native bf16 (AVX512-BF16 / AMX) and on recent GPUs; on other
-CPUs bf16 convolutions are emulated and much slower than fp32, so `auto` falls back to fp32.
+CPUs differ (AVX2 only; AVX-512; AVX-512 with native bf16; AMX), and so does what runs fastest on
+them: bf16 autocast pays only with native bf16 instructions (AVX512-BF16, AMX) and on recent GPUs;
+elsewhere oneDNN emulates bf16 and fp32 is the better choice. The ISA level is read at run time
+and honours the limits torch's libraries accept (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), so a
+limited run behaves, and reports itself, as on the smaller CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import importlib.util
 import os
 import platform
-import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-from ..models import fused
 from .config import ConfigError
+
+# oneDNN's ISA names in increasing order (ONEDNN_MAX_CPU_ISA); ALL or unset: no limit.
+_ONEDNN_ORDER = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                 "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                 "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16")  # fmt: skip
+ISA_LEVELS = ("DEFAULT", "AVX2", "AVX-512", "AVX512-BF16", "AMX")  # what `cpu_isa` returns, lowest first
 
 
 def pick_device(name: str) -> torch.device:
@@ -29,12 +33,32 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _onednn_allows(isa: str) -> bool:
+    limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if limit not in _ONEDNN_ORDER:
+        return True  # ALL, or a name this table does not know: no limit we can read
+    return _ONEDNN_ORDER.index(isa) <= _ONEDNN_ORDER.index(limit)
+
+
+def cpu_isa() -> str:
+    """This CPU's vector ISA level as torch will use it: AMX, AVX512-BF16, AVX-512, AVX2 or DEFAULT."""
+    aten = torch.backends.cpu.get_cpu_capability()  # honours ATEN_CPU_CAPABILITY
+    cpu = torch.cpu
+    if aten == "AVX512" and _onednn_allows("AVX512_CORE"):
+        if cpu._is_amx_tile_supported() and _onednn_allows("AVX512_CORE_AMX"):
+            return "AMX"
+        if cpu._is_avx512_bf16_supported() and _onednn_allows("AVX512_CORE_BF16"):
+            return "AVX512-BF16"
+        return "AVX-512"
+    if aten in ("AVX512", "AVX2") and cpu._is_avx2_supported():
+        return "AVX2"
+    return "DEFAULT"
+
+
 def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (oneDNN's own check, else /proc/cpuinfo flags)."""
-    with contextlib.suppress(Exception):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Native bf16 arithmetic (AVX512-BF16 or AMX). oneDNN's own check also says yes on plain
+    AVX-512, where it emulates bf16 more slowly than fp32 runs."""
+    return cpu_isa() in ("AVX512-BF16", "AMX")
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -52,48 +76,6 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
-# measured: 13 s to compile resnet20 (fused BatchNorm kernel) on 2 cores, repaid at 1.13x after ~1,700 steps
-COMPILE_MIN_STEPS = 2000
-
-
-def compiler_available(device: torch.device) -> bool:
-    """Inductor needs a C++ compiler for CPU code and Triton for CUDA code."""
-    if device.type == "cuda":
-        return importlib.util.find_spec("triton") is not None
-    return any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
-
-
-def use_compile(setting: str, device: torch.device, total_steps: int) -> bool:
-    if setting == "auto":
-        return total_steps >= COMPILE_MIN_STEPS and compiler_available(device)
-    return setting == "on"
-
-
-_ALLOCATOR = {"keeps_freed_memory": False}
-
-
-def keep_freed_memory() -> bool:
-    """Stop glibc from handing freed activation buffers back to the OS after every step.
-
-    By default glibc serves blocks above a (dynamic) threshold with mmap and trims the heap top
-    when it is free, so each training step page-faults its activations in anew: 4,500 faults per
-    step and 7 % of the step time for resnet20 at batch 128 here (22,000 faults before the fused
-    BatchNorm kernel). Raising both thresholds keeps the memory in the process for reuse, what
-    jemalloc or tcmalloc would give. Process-wide; SHARENET_KEEP_FREED_MEMORY=0 leaves glibc as it is.
-    """
-    if os.environ.get("SHARENET_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        _ALLOCATOR["keeps_freed_memory"] = bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(
-            libc.mallopt(m_trim_threshold, 1 << 30)
-        )
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        pass
-    return _ALLOCATOR["keeps_freed_memory"]
-
-
 def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -108,14 +90,5 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device, dtype: torch.dtype, channels_last: bool) -> dict:
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "dtype": str(dtype).removeprefix("torch."),
-        "memory_format": "channels_last" if channels_last else "contiguous",
-        "keeps_freed_memory": _ALLOCATOR["keeps_freed_memory"],
-        "fused_batchnorm": fused.loaded(),
-    }
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()

@@ -97,15 +97,11 @@ def explain_peer_loss(error: BaseException) -> PeerLostError | None:
     )
 
 
-def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DDP when distributed. Shared kernels need no flag: each is one parameter whose gradient
     accumulates over its uses before DDP's hook fires once."""
     if world_size() == 1:
         return model
-    if sync_bn:
-        from .syncbn import convert
-
-        model = convert(model, device)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -118,15 +114,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 def all_reduce_sum(t: torch.Tensor) -> None:
     if world_size() > 1:
         tdist.all_reduce(t)
-
-
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on any (used to stop all ranks together)."""
-    if world_size() == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def gather(obj) -> list:

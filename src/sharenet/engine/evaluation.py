@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..errors import SharenetError
+from ..rundir import CONFIG, WEIGHTS, RunDir
 from ..weights import load
 from ..weights.files import read_metadata
 from .config import Config, apply, from_dict
@@ -22,10 +22,11 @@ def resolve_source(path: str | Path) -> tuple[Path, Config, Path]:
     """(weights file, the config to evaluate with, directory for outputs) of a run dir or weight file."""
     path = Path(path)
     if path.is_dir():
-        weights, cfg_file = path / "model.safetensors", path / "config.json"
+        run = RunDir(path)
+        weights = run / WEIGHTS
         if not weights.is_file():
-            raise SharenetError(f"{path} has no model.safetensors: is it a finished sharenet run directory?")
-        cfg = from_dict(json.loads(cfg_file.read_text())) if cfg_file.is_file() else Config()
+            raise SharenetError(f"{path} has no {WEIGHTS}: is it a finished sharenet run directory?")
+        cfg = from_dict(run.read_json(CONFIG)) if (run / CONFIG).is_file() else Config()
         return weights, cfg, path
     if not path.is_file():
         raise SharenetError(f"{path} is neither a run directory nor a weight file")

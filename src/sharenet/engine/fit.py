@@ -8,20 +8,22 @@ from pathlib import Path
 
 import torch
 
-from ..models import count_params, create_model, fused
+from ..models import count_params, create_model
+from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
+from ..storage import tensors_digest
 from ..weights import save
-from ..weights.files import tensors_digest
 from . import distributed as dist
+from . import syncbn
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
-from .device import environment, keep_freed_memory, pick_device, pick_dtype, use_compile
+from .device import pick_device
 from .ema import WeightEMA
 from .epochs import Position, eval_model, say, train
+from .fastpath import decide, prepare
 from .loop import Trainer, evaluate
 from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves
-from .runlog import RunDir, default_out
 from .validate import check_config, check_resume_compatible
 
 
@@ -43,19 +45,17 @@ def fit(cfg: Config, resume: str | None = None) -> dict:
 
 
 def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
-    dtype = pick_dtype(cfg.run.precision, device)
     run = open_run_dir(cfg, resume)
     found = resume_state(run, resume, cfg)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     streams = make_streams(cfg, device, dist.rank(), dist.world_size())
     model = build_model(cfg, streams, device)
-    trainer = build_trainer(cfg, model, device, dtype, len(streams.train))
+    trainer = build_trainer(cfg, model, device, len(streams.train))
     pos = restore(run, found, trainer, cfg, len(streams.train))
-    env = environment(device, dtype, cfg.run.channels_last)
     if run:
         sizes = {"world_size": dist.world_size(), "batch_per_rank": streams.train.batch_size}
-        run.write_config({**cfg.to_dict(), **sizes}, env)
+        run.write_config({**cfg.to_dict(), **sizes}, trainer.fast.record())
     t0 = time.perf_counter()
     img_per_s = train(cfg, trainer, streams, run, pos, lambda p: checkpoint(run, cfg, trainer, p))
     return finish(cfg, trainer, streams, run, pos, time.perf_counter() - t0, img_per_s)
@@ -66,11 +66,11 @@ def open_run_dir(cfg: Config, resume: str | None) -> RunDir | None:
     if not dist.is_main():
         return None
     out = Path(cfg.run.out) if cfg.run.out else default_out(cfg.model.name, cfg.model.share)
-    run = RunDir(out)
+    run = RunDir.create(out)
     if run.has_run() and resume is None:
         raise ConfigError(f"{out} already holds a run; pass --resume auto to continue it, or another --out")
     if resume and resume != "auto" and not cfg.run.out and Path(resume).is_dir():
-        run = RunDir(resume)
+        run = RunDir.create(resume)
     return run
 
 
@@ -78,27 +78,25 @@ def build_model(cfg: Config, streams: Streams, device: torch.device) -> torch.nn
     m = cfg.model
     model = create_model(m.name, share=m.share, num_classes=len(streams.classes), in_chans=streams.in_chans,
                          shortcut=m.shortcut, dropout=m.dropout)  # fmt: skip
-    model.to(device)
-    if cfg.run.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
+    return model.to(device)
 
 
-def build_trainer(cfg: Config, model, device, dtype, steps_per_epoch: int) -> Trainer:
+def build_trainer(cfg: Config, model, device: torch.device, steps_per_epoch: int) -> Trainer:
+    """The model on this machine's fast path (fastpath.py), with its optimizer, schedule and EMA."""
     o = cfg.optim
+    fast = decide(cfg.run, device, o.epochs * steps_per_epoch)
+    if cfg.run.sync_bn and dist.world_size() > 1:
+        syncbn.convert(model)  # before the fast path: cross-rank layers keep their own statistics
+    fast = prepare(model, fast)
     optimizer = build_optimizer(model, o)
     scheduler = build_scheduler(optimizer, o, steps_per_epoch)
     ema = WeightEMA(model, o.ema_decay) if o.ema_decay > 0 else None
-    if device.type == "cpu":
-        keep_freed_memory()
-        if cfg.run.channels_last:
-            fused.load()  # the fused BatchNorm kernel; the blocks fall back to plain BatchNorm without it
-    wrapped = dist.wrap(model, device, cfg.run.sync_bn)
-    total = cfg.optim.epochs * steps_per_epoch
-    if use_compile(cfg.run.compile, device, min(total, cfg.run.max_steps or total)):
+    wrapped = dist.wrap(model, device)
+    if fast.compile:
         wrapped = torch.compile(wrapped)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return Trainer(wrapped, optimizer, scheduler, device, dtype, o.label_smoothing, o.grad_clip, ema, scaler)
+    scaler = torch.amp.GradScaler("cuda") if fast.dtype == torch.float16 else None
+    return Trainer(wrapped, optimizer, scheduler, device, fast.dtype, o.label_smoothing, o.grad_clip, ema, scaler,
+                   fast)  # fmt: skip
 
 
 def resume_state(run: RunDir | None, resume: str | None, cfg: Config) -> tuple[Path, dict] | None:
@@ -108,7 +106,7 @@ def resume_state(run: RunDir | None, resume: str | None, cfg: Config) -> tuple[P
     if resume != "auto":
         found = (Path(resume), load_checkpoint(resume))
     else:
-        found = find_latest(run.path if run else Path(cfg.run.out))
+        found = find_latest(run or RunDir(cfg.run.out))
         if found is None:
             say(f"no checkpoint in {cfg.run.out}: starting fresh")
             return None
@@ -152,7 +150,7 @@ def checkpoint(run: RunDir | None, cfg: Config, trainer: Trainer, pos: Position)
         "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
         "config": cfg.to_dict(), "world_size": dist.world_size(),
     }  # fmt: skip
-    save_checkpoint(run.path, state, cfg.run.keep_checkpoints)
+    save_checkpoint(run, state, cfg.run.keep_checkpoints)
 
 
 def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: float, img_per_s: float) -> dict:
@@ -161,15 +159,16 @@ def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: 
     test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, len(streams.classes))
     summary = {
         "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
-        "test_samples": test["samples"], "params": count_params(dist.unwrap(trainer.model)), "epochs": pos.step / len(streams.train),
-        "steps": pos.step, "wall_s": wall_s, "train_img_per_s": img_per_s, "world_size": dist.world_size(),
+        "test_samples": test["samples"], "params": count_params(dist.unwrap(trainer.model)),
+        "epochs": pos.step / len(streams.train), "steps": pos.step, "wall_s": wall_s,
+        "train_img_per_s": img_per_s, "world_size": dist.world_size(),
         "model": cfg.model.name, "share": cfg.model.share, "dataset": cfg.data.dataset,
         "weights": "ema" if trainer.ema is not None else "final",
         "rank_param_sha256": dist.gather(tensors_digest(dict(model.named_parameters()))),  # equal on every rank
     }  # fmt: skip
     if run:
-        save(model, run.path / "model.safetensors", extra={"dataset": cfg.data.dataset, "classes": streams.classes})
-        training_curves(run.read_metrics(), run.path / "curves.png", f"{cfg.model.name} share={cfg.model.share}")
-        run.write_json("summary.json", summary)
+        save(model, run / WEIGHTS, extra={"dataset": cfg.data.dataset, "classes": streams.classes})
+        training_curves(run.read_metrics(), run / CURVES, f"{cfg.model.name} share={cfg.model.share}")
+        run.write_json(SUMMARY, summary)
         say(f"test top-1 {summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}; wrote {run.path}")
     return summary

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import SharenetError
 from . import distributed as dist
 from .device import autocast
+from .fastpath import FastPath
 
 
 class NonFiniteError(SharenetError):
@@ -31,6 +32,7 @@ class Trainer:
     grad_clip: float = 0.0
     ema: object | None = None
     scaler: torch.amp.GradScaler | None = None
+    fast: FastPath | None = None  # what the step runs with on this machine, for the run's records
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward, guard, update. Returns (loss, number correct) as tensors (no host sync)."""

@@ -3,6 +3,7 @@
 from . import fused
 from .accounting import count_macs, count_params, describe, share_groups
 from .layers import Conv3x3, SharedKernel
+from .norm_act import BatchNormAct2d, use_fused_kernel
 from .registry import NAME_FORMS, create_model, list_models
 from .resnet import ResNet
 from .sharing import SCHEMES, SHARING_RULES
@@ -11,6 +12,7 @@ __all__ = [
     "NAME_FORMS",
     "SCHEMES",
     "SHARING_RULES",
+    "BatchNormAct2d",
     "Conv3x3",
     "ResNet",
     "SharedKernel",
@@ -21,4 +23,5 @@ __all__ = [
     "fused",
     "list_models",
     "share_groups",
+    "use_fused_kernel",
 ]

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .fused import bn_act
 from .layers import Conv3x3, SharedKernel, conv1x1, make_shortcut
+from .norm_act import BatchNormAct2d
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class _Block(nn.Module):
 class _PreActBlock(_Block):
     def entry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(BN-ReLU of the input, the skip path): a projecting block feeds both from the BN-ReLU."""
-        pre = bn_act(self.bn1, x)
+        pre = self.bn1(x)
         return pre, self.shortcut(pre) if self.projects else x
 
 
@@ -56,14 +56,14 @@ class BasicBlock(_Block):
     def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.conv1 = Conv3x3(spec.in_ch, spec.out_ch, spec.stride, kernels.get("conv1"))
-        self.bn1 = nn.BatchNorm2d(spec.out_ch)
+        self.bn1 = BatchNormAct2d(spec.out_ch)
         self.conv2 = Conv3x3(spec.out_ch, spec.out_ch, 1, kernels.get("conv2"))
-        self.bn2 = nn.BatchNorm2d(spec.out_ch)
+        self.bn2 = BatchNormAct2d(spec.out_ch)
         self.shortcut = make_shortcut(spec.shortcut, spec.in_ch, spec.out_ch, spec.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = bn_act(self.bn1, self.conv1(x))
-        return bn_act(self.bn2, self.conv2(out), residual=self.shortcut(x))
+        out = self.bn1(self.conv1(x))
+        return self.bn2(self.conv2(out), self.shortcut(x))
 
 
 class Bottleneck(_Block):
@@ -72,17 +72,17 @@ class Bottleneck(_Block):
     def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.conv1 = conv1x1(spec.in_ch, spec.width)
-        self.bn1 = nn.BatchNorm2d(spec.width)
+        self.bn1 = BatchNormAct2d(spec.width)
         self.conv2 = Conv3x3(spec.width, spec.width, spec.stride, kernels.get("conv2"))
-        self.bn2 = nn.BatchNorm2d(spec.width)
+        self.bn2 = BatchNormAct2d(spec.width)
         self.conv3 = conv1x1(spec.width, spec.out_ch)
-        self.bn3 = nn.BatchNorm2d(spec.out_ch)
+        self.bn3 = BatchNormAct2d(spec.out_ch)
         self.shortcut = make_shortcut(spec.shortcut, spec.in_ch, spec.out_ch, spec.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = bn_act(self.bn1, self.conv1(x))
-        out = bn_act(self.bn2, self.conv2(out))
-        return bn_act(self.bn3, self.conv3(out), residual=self.shortcut(x))
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out))
+        return self.bn3(self.conv3(out), self.shortcut(x))
 
 
 class PreActBottleneck(_PreActBlock):
@@ -95,19 +95,19 @@ class PreActBottleneck(_PreActBlock):
     def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.projects = spec.in_ch != spec.out_ch or spec.stride != 1
-        self.bn1 = nn.BatchNorm2d(spec.in_ch)
+        self.bn1 = BatchNormAct2d(spec.in_ch)
         self.conv1 = conv1x1(spec.in_ch, spec.width, spec.stride)
-        self.bn2 = nn.BatchNorm2d(spec.width)
+        self.bn2 = BatchNormAct2d(spec.width)
         self.conv2 = Conv3x3(spec.width, spec.width, 1, kernels.get("conv2"))
-        self.bn3 = nn.BatchNorm2d(spec.width)
+        self.bn3 = BatchNormAct2d(spec.width)
         self.conv3 = conv1x1(spec.width, spec.out_ch)
         self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)
         out = self.conv1(pre)
-        out = self.conv2(bn_act(self.bn2, out))
-        out = self.conv3(bn_act(self.bn3, out))
+        out = self.conv2(self.bn2(out))
+        out = self.conv3(self.bn3(out))
         return out + skip
 
 
@@ -121,9 +121,9 @@ class WideBasic(_PreActBlock):
     def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.projects = spec.in_ch != spec.out_ch or spec.stride != 1
-        self.bn1 = nn.BatchNorm2d(spec.in_ch)
+        self.bn1 = BatchNormAct2d(spec.in_ch)
         self.conv1 = Conv3x3(spec.in_ch, spec.out_ch, spec.stride, kernels.get("conv1"))
-        self.bn2 = nn.BatchNorm2d(spec.out_ch)
+        self.bn2 = BatchNormAct2d(spec.out_ch)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
         self.conv2 = Conv3x3(spec.out_ch, spec.out_ch, 1, kernels.get("conv2"))
         self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
@@ -131,7 +131,7 @@ class WideBasic(_PreActBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)
         out = self.conv1(pre)
-        out = self.conv2(self.dropout(bn_act(self.bn2, out)))
+        out = self.conv2(self.dropout(self.bn2(out)))
         return out + skip
 
 

@@ -1,25 +1,22 @@
-"""BatchNorm + (residual add) + ReLU as one CPU kernel: the training fast path's normalisation.
+"""The fused BatchNorm(+residual add)+ReLU CPU kernel behind `BatchNormAct2d`'s fast path.
 
-On a CPU the BatchNorm layers of these networks are bound by memory traffic: inductor's fused
-kernels for BN-(add)-ReLU ran at about 8 GB/s here, and they were 40 % of a resnet20 training
-step. `csrc/bn_act.cpp` does the same work in the fewest passes over memory (two forward, two
-backward) and is registered as the custom op `sharenet_cpu::bn_act_fwd` with an autograd formula
-and a fake implementation, so it works in eager mode and under torch.compile alike.
+On a CPU the BatchNorm layers of these networks are bound by memory traffic, and inductor's
+fused kernels for BN-(add)-ReLU make more passes over it than needed. `csrc/bn_act.cpp` does the
+work in the fewest passes (two forward, two backward) and is registered as the custom op
+`sharenet_cpu::bn_act_fwd` with an autograd formula and a fake implementation, so it works in
+eager mode and under torch.compile alike. The README's speed section gives its measured effect.
 
-`bn_act(bn, x, residual, relu)` is what the blocks call. It uses the kernel only where it gives
-exactly BatchNorm's training-mode result: an `nn.BatchNorm2d` (not a subclass such as the
-cross-rank one) in training mode with affine parameters, on a CPU tensor in channels_last layout,
-after `load()` succeeded. Everywhere else (eval mode, CUDA, NCHW, the plain baseline) it is
-`relu(bn(x) + residual)` written out, so model outputs and state_dict keys do not depend on it.
+`bn_act` is called by a `BatchNormAct2d` switched to the kernel (norm_act.use_fused_kernel), in
+training mode, where `applies` holds: a CPU tensor in channels_last layout whose result equals
+BatchNorm's. Everywhere else the layer runs ordinary BatchNorm.
 
-The kernel is compiled on first `load()` (12.6 s on this 2-core machine, cached by torch under
-~/.cache/torch_extensions or $TORCH_EXTENSIONS_DIR) with the vector ISA torch's inductor picks
-for this CPU. SHARENET_FUSED_BN=0 turns it off.
+The kernel is compiled on first `load()` (cached by torch under ~/.cache/torch_extensions or
+$TORCH_EXTENSIONS_DIR) with the vector ISA torch's inductor picks for this CPU.
+SHARENET_FUSED_BN=0 turns it off.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -27,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 _SOURCE = Path(__file__).with_name("csrc") / "bn_act.cpp"
@@ -105,7 +101,7 @@ def load() -> bool:
     except Exception as e:  # no compiler, no ninja, an unsupported platform: the plain path still works
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         warnings.warn("sharenet: the fused BatchNorm kernel could not be built (it needs g++ and ninja); training "
-                      "uses plain BatchNorm, about 15 % slower on CPU; SHARENET_FUSED_BN=0 skips the attempt. "
+                      "uses plain BatchNorm, slower on CPU; SHARENET_FUSED_BN=0 skips the attempt. "
                       f"Cause: {first[:200]}", stacklevel=2)  # fmt: skip
         return False
     _state["loaded"] = True
@@ -116,24 +112,10 @@ def loaded() -> bool:
     return _state["loaded"]
 
 
-@contextlib.contextmanager
-def disabled():
-    """Plain BatchNorm inside the block (to compare numerics or time the two paths)."""
-    was = _state["loaded"]
-    _state["loaded"] = False
-    try:
-        yield
-    finally:
-        _state["loaded"] = was
-
-
-def _fusable(bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+def applies(bn: nn.BatchNorm2d, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    """The kernel gives exactly BatchNorm's training-mode result for these inputs."""
     return (
-        _state["loaded"]
-        and type(bn) is nn.BatchNorm2d
-        and bn.training
-        and bn.affine
-        and x.device.type == "cpu"
+        x.device.type == "cpu"
         and x.dim() == 4
         and x.dtype in (torch.bfloat16, torch.float32)
         and x.is_contiguous(memory_format=torch.channels_last)
@@ -155,15 +137,10 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, invstd: torch.
         bn.running_var.lerp_(var, factor)
 
 
-def bn_act(bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = True) -> torch.Tensor:
-    """relu(bn(x) + residual), with the ReLU and the residual optional; one kernel where it can."""
-    if _fusable(bn, x, residual):
-        if residual is not None:  # an option-A shortcut's zero-padded output may come out NCHW
-            residual = residual.contiguous(memory_format=torch.channels_last)
-        y, mean, invstd = torch.ops.sharenet_cpu.bn_act_fwd(x, residual, bn.weight, bn.bias, bn.eps, relu)
-        _update_running_stats(bn, mean, invstd, x.numel() // x.shape[1])
-        return y
-    out = bn(x)
-    if residual is not None:
-        out = out + residual
-    return F.relu(out, inplace=True) if relu else out
+def bn_act(bn: nn.BatchNorm2d, x: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    """relu(bn(x) + residual) in one kernel, running statistics updated as nn.BatchNorm2d does."""
+    if residual is not None:  # an option-A shortcut's zero-padded output may come out NCHW
+        residual = residual.contiguous(memory_format=torch.channels_last)
+    y, mean, invstd = torch.ops.sharenet_cpu.bn_act_fwd(x, residual, bn.weight, bn.bias, bn.eps, relu)
+    _update_running_stats(bn, mean, invstd, x.numel() // x.shape[1])
+    return y

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidArgumentError
+from .norm_act import BatchNormAct2d
 
 
 def _init_kernel(weight: torch.Tensor) -> None:
@@ -99,7 +100,7 @@ class ProjectionShortcut(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int, norm: bool = True):
         super().__init__()
         self.conv = conv1x1(in_ch, out_ch, stride)
-        self.bn = nn.BatchNorm2d(out_ch) if norm else nn.Identity()
+        self.bn = BatchNormAct2d(out_ch, act=False) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InvalidArgumentError, PlanMismatchError
 from .families import ArchSpec
-from .fused import bn_act
+from .norm_act import BatchNormAct2d
+from .sharing import SCHEMES, check_scheme
 from .stage import Stage
 
 
@@ -19,12 +21,12 @@ class Stem(nn.Module):
         k = 7 if kind == "imagenet" else 3
         self.conv = nn.Conv2d(in_chans, out_ch, k, stride=2 if k == 7 else 1, padding=k // 2, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        self.bn = nn.BatchNorm2d(out_ch) if kind != "plain" else None
+        self.bn = BatchNormAct2d(out_ch) if kind != "plain" else None
         self.pool = nn.MaxPool2d(3, stride=2, padding=1) if kind == "imagenet" else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        return self.pool(bn_act(self.bn, x) if self.bn is not None else x)
+        return self.pool(self.bn(x) if self.bn is not None else x)
 
 
 class Head(nn.Module):
@@ -32,12 +34,12 @@ class Head(nn.Module):
 
     def __init__(self, in_ch: int, num_classes: int, preact: bool):
         super().__init__()
-        self.bn = nn.BatchNorm2d(in_ch) if preact else None
+        self.bn = BatchNormAct2d(in_ch) if preact else None
         self.fc = nn.Linear(in_ch, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is not None:
-            x = bn_act(self.bn, x)
+            x = self.bn(x)
         return self.fc(torch.flatten(x.mean((2, 3)), 1))  # (N, C, H, W) -> (N, C) -> (N, classes)
 
 
@@ -58,10 +60,33 @@ class ResNet(nn.Module):
             x = stage(x)
         return self.head(x)
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As nn.Module's, but weights made for another sharing plan fail naming both plans."""
-        if strict and self.config:
-            from ..weights.plans import check_plan_keys
+    def keys_under(self, share: str) -> set[str] | None:
+        """The state_dict keys of this architecture under scheme `share` (None where it does not apply)."""
+        try:
+            check_scheme(share, self.arch.kind)
+        except InvalidArgumentError:
+            return None
+        with torch.device("meta"):
+            twin = ResNet(self.arch, share, self.head.fc.out_features, self.stem.conv.in_channels)
+        return set(twin.state_dict())
 
-            check_plan_keys(self, state_dict)
+    def scheme_of(self, keys) -> str | None:
+        """The scheme under which this architecture has exactly these state_dict keys, if any."""
+        keys = set(keys)
+        return next((s for s in SCHEMES if self.keys_under(s) == keys), None)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, but weights made for another sharing plan fail naming both plans.
+
+        Where the keys identify another plan, a strict load would fail with a list of key names;
+        the error names the two plans and the way to convert instead.
+        """
+        if strict and self.config and set(state_dict) != set(self.state_dict()):
+            other = self.scheme_of(state_dict)
+            if other is not None and other != self.share:
+                raise PlanMismatchError(
+                    f"weights were made for {self.config['name']} share={other!r}, this model is "
+                    f"share={self.share!r}; load them into a share={other!r} model, or fuse them with "
+                    f"sharenet.load_weights(model, src, fuse_kernels=True)"
+                )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .report import RunRecord, mean_std
+from .records import RunRecord, mean_std
 
 TOLERANCE = {"stage": 0.01, "block": 0.005}  # the accuracy cost each paper reports as "little"
 SAME_PARAMS = 0.10  # "about the same number of parameters": within 10%

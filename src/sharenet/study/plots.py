@@ -9,7 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-MARKERS = {"none": "o", "stage": "s", "block": "^"}
+from ..models import SCHEMES
+
+MARKERS = dict(zip(SCHEMES, "os^Dvp", strict=False))  # one marker per scheme, in SCHEMES order
 
 
 def accuracy_vs_params(rows: list[dict], path: Path) -> Path:

@@ -7,59 +7,14 @@ epoch); seeds of the same (data set, model, scheme) are aggregated as mean +- st
 from __future__ import annotations
 
 import csv
-import json
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SharenetError
+from ..models import SCHEMES
 from ..paper import PAPER_TOP1_ERROR
-
-
-@dataclass
-class RunRecord:
-    path: Path
-    dataset: str
-    model: str
-    share: str
-    seed: int
-    params: int
-    test_top1: float
-    train_error: float | None  # 1 - training accuracy of the final epoch
-    epochs: float
-    wall_s: float
-    curve: list[tuple[float, float]]  # (epoch, test top-1) per epoch row
-    loss_curve: list[tuple[float, float]]  # (epoch, training loss) per logged training row
-
-
-def collect(paths: list[str | Path]) -> list[RunRecord]:
-    """Every finished run (a directory with summary.json) at or below `paths`."""
-    dirs = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise SharenetError(f"{p} does not exist")
-        dirs += [p] if (p / "summary.json").exists() else sorted(d.parent for d in p.rglob("summary.json"))
-    if not dirs:
-        raise SharenetError(f"no finished runs (summary.json) under {', '.join(map(str, paths))}")
-    return [_record(d) for d in dirs]
-
-
-def _record(d: Path) -> RunRecord:
-    summary = json.loads((d / "summary.json").read_text())
-    config = json.loads((d / "config.json").read_text())
-    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    epochs = [r for r in rows if r.get("kind") == "epoch"]
-    return RunRecord(
-        d, config["data"]["dataset"], config["model"]["name"], config["model"]["share"], config["run"]["seed"],
-        summary["params"], summary["test_top1"], 1 - epochs[-1]["train_acc"] if epochs else None,
-        summary["epochs"], summary["wall_s"], [(r["epoch"], r["test_top1"]) for r in epochs],
-        [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"],
-    )  # fmt: skip
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value): the report and the claims use the same."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+from .claims import answer_claims, claims_markdown
+from .plots import accuracy_vs_params, curves_per_model
+from .records import RunRecord, mean_std
 
 
 def aggregate(records: list[RunRecord]) -> list[dict]:
@@ -70,11 +25,11 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
     size = {}  # a model's largest parameter count (its unshared form): models ordered by size, then scheme
     for r in records:
         size[r.model] = max(size.get(r.model, 0), r.params)
-    order = {"none": 0, "stage": 1, "block": 2}
+    order = {scheme: i for i, scheme in enumerate(SCHEMES)}
 
     def key(kv):
         (dataset, model, share), _ = kv
-        return dataset, size[model], model, order.get(share, 3)
+        return dataset, size[model], model, order.get(share, len(order))
 
     for (dataset, model, share), runs in sorted(groups.items(), key=key):
         top1, top1_std = mean_std([r.test_top1 for r in runs])
@@ -112,9 +67,6 @@ def markdown(rows: list[dict]) -> str:
 
 def write_report(records: list[RunRecord], out: Path, title: str | None = None, notes: str = "") -> dict[str, Path]:
     """FILE.md (table, the papers' claims answered, plots, then `notes`), FILE.csv and two PNGs beside it."""
-    from .claims import answer_claims, claims_markdown
-    from .plots import accuracy_vs_params, curves_per_model
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = aggregate(records)

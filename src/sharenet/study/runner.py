@@ -19,6 +19,7 @@ from pathlib import Path
 from ..engine.config import ConfigError, apply, flatten, read_yaml
 from ..engine.recipes import recipe_config
 from ..engine.validate import check_config
+from ..rundir import TRAIN_LOG, RunDir
 
 SPEC_KEYS = {"name", "description", "recipe", "base", "models", "schemes", "seeds", "out", "extra_runs"}
 
@@ -43,9 +44,8 @@ class PlannedRun:
     out: Path
 
     def state(self) -> str:
-        if (self.out / "summary.json").exists():
-            return "done"
-        return "partial" if any(self.out.glob("ckpt-*.pt")) else "new"
+        """ "done", "partial" or "new", as its run directory says."""
+        return RunDir(self.out).state()
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -142,7 +142,7 @@ def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = Fals
                 if logfile is not None:
                     logfile.close()
                 counts["ran" if proc.returncode == 0 else "failed"] += 1
-                where = f" (its output: {run.out / 'train.log'})" if logfile is not None else ""
+                where = f" (its output: {run.out / TRAIN_LOG})" if logfile is not None else ""
                 log(f"finished {run.out}" if proc.returncode == 0 else
                     f"FAILED ({proc.returncode}): {run.out}{where}; rerun the study to retry it")  # fmt: skip
     finally:  # Ctrl-C reaches the runs too (same process group): let them stop at a clean point
@@ -159,5 +159,5 @@ def _start(spec: StudySpec, run: PlannedRun, jobs: int, log):
         return run, subprocess.Popen(cmd), None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // jobs)), "PYTHONUNBUFFERED": "1"}
-    logfile = open(run.out / "train.log", "a")  # noqa: SIM115 (closed when the run ends)
+    logfile = open(run.out / TRAIN_LOG, "a")  # noqa: SIM115 (closed when the run ends)
     return run, subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT), logfile

@@ -17,7 +17,6 @@ from ..errors import PlanMismatchError, WeightsError
 from ..models import ResNet, create_model, share_groups
 from .files import read_safetensors
 from .peers import detect_layout, to_sharenet, unwrap
-from .plans import source_scheme
 
 
 @dataclass
@@ -103,7 +102,7 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
     if meta:
         src_config = meta["config"]
     else:
-        scheme = source_scheme(model.config, set(state)) if layout == "sharenet" else "none"
+        scheme = model.scheme_of(state) if layout == "sharenet" else "none"
         src_config = {**model.config, "share": scheme or model.share}
     report = LoadReport(layout, src_config["share"], model.share)
     if src_config["share"] == model.share and src_config.get("name", model.config["name"]) == model.config["name"]:

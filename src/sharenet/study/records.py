@@ -1,0 +1,54 @@
+"""What a study knows of each finished run, read from its run directory (rundir.py owns the layout)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SharenetError
+from ..rundir import CONFIG, SUMMARY, RunDir, finished_runs
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    dataset: str
+    model: str
+    share: str
+    seed: int
+    params: int
+    test_top1: float
+    train_error: float | None  # 1 - training accuracy of the final epoch
+    epochs: float
+    wall_s: float
+    curve: list[tuple[float, float]]  # (epoch, test top-1) per epoch row
+    loss_curve: list[tuple[float, float]]  # (epoch, training loss) per logged training row
+
+
+def collect(paths: list[str | Path]) -> list[RunRecord]:
+    """Every finished run at or below `paths`."""
+    runs = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SharenetError(f"{p} does not exist")
+        runs += finished_runs(p)
+    if not runs:
+        raise SharenetError(f"no finished runs ({SUMMARY}) under {', '.join(map(str, paths))}")
+    return [_record(run) for run in runs]
+
+
+def _record(run: RunDir) -> RunRecord:
+    summary, config, rows = run.read_json(SUMMARY), run.read_json(CONFIG), run.read_metrics()
+    epochs = [r for r in rows if r.get("kind") == "epoch"]
+    return RunRecord(
+        run.path, config["data"]["dataset"], config["model"]["name"], config["model"]["share"], config["run"]["seed"],
+        summary["params"], summary["test_top1"], 1 - epochs[-1]["train_acc"] if epochs else None,
+        summary["epochs"], summary["wall_s"], [(r["epoch"], r["test_top1"]) for r in epochs],
+        [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"],
+    )  # fmt: skip
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value): the report and the claims use the same."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
