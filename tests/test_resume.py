@@ -13,24 +13,22 @@ from safetensors.torch import load_file
 
 from sharenet.engine.checkpoint import CheckpointError, find_latest, load_checkpoint
 
+from .helpers import newest_checkpoint_step
 from .test_train_cli import sharenet_cli
 
-ARGS = ["--max-steps", "70", "--batch-size", "64", "--checkpoint-every", "7", "--no-progress"]
+ARGS = ["--batch-size", "64", "--checkpoint-every", "7", "--no-progress"]
+UNBOUNDED = 10**6  # a run to be killed trains on (to the recipe's last epoch) until the test kills it
 
 
-def _start(fmnist_dir, out, *extra):
-    cmd = [sys.executable, "-m", "sharenet", "train", "--data-dir", str(fmnist_dir), "--out", str(out), *ARGS, *extra]
+def _start(fmnist_dir, out, *extra, max_steps: int = 70):
+    cmd = [sys.executable, "-m", "sharenet", "train", "--data-dir", str(fmnist_dir), "--out", str(out), *ARGS,
+           "--max-steps", str(max_steps), *extra]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _newest_step(out) -> int:
-    steps = [json.loads(p.read_text())["step"] for p in out.glob("ckpt-*.json")]
-    return max(steps, default=-1)
 
 
 def _kill_after(proc, out, step: int) -> None:
     deadline = time.monotonic() + 120
-    while _newest_step(out) < step and proc.poll() is None and time.monotonic() < deadline:
+    while newest_checkpoint_step(out) < step and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
@@ -43,8 +41,8 @@ def test_killed_twice_and_resumed_equals_uninterrupted(fmnist_dir, tmp_path):
     assert whole.wait() == 0, whole.stderr.read()[-2000:]
 
     out = tmp_path / "killed"
-    _kill_after(_start(fmnist_dir, out), out, 14)  # mid-epoch 1 (40 steps per epoch)
-    resumed = _start(fmnist_dir, out, "--resume", "auto")
+    _kill_after(_start(fmnist_dir, out, max_steps=UNBOUNDED), out, 14)  # mid-epoch 1 (40 steps per epoch)
+    resumed = _start(fmnist_dir, out, "--resume", "auto", max_steps=UNBOUNDED)
     _kill_after(resumed, out, 42)  # after the epoch boundary
     final = _start(fmnist_dir, out, "--resume", "auto")
     assert final.wait() == 0

@@ -20,6 +20,7 @@ from sharenet.engine.validate import check_config
 from sharenet.study.claims import answer_claims
 from sharenet.study.records import RunRecord
 
+from .helpers import newest_checkpoint_step
 from .test_train_cli import sharenet_cli
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
@@ -137,10 +138,6 @@ def _study_spec(path, fmnist_dir, max_steps: int) -> Path:
     return path
 
 
-def _newest_step(run: Path) -> int:
-    return max((json.loads(p.read_text())["step"] for p in run.glob("ckpt-*.json")), default=-1)
-
-
 @pytest.mark.slow
 def test_interrupted_parallel_study_stops_its_runs_and_resumes(fmnist_dir, tmp_path):
     """Ctrl-C on `sharenet study --jobs 2`: both runs stop, nothing is lost, the next call finishes them.
@@ -152,7 +149,7 @@ def test_interrupted_parallel_study_stops_its_runs_and_resumes(fmnist_dir, tmp_p
     cmd = [sys.executable, "-m", "sharenet", "study", str(spec), "--jobs", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 600  # a guard against a hung study, not part of the verdict
-    while not all(_newest_step(r) >= 0 for r in runs) and proc.poll() is None and time.monotonic() < deadline:
+    while not all(newest_checkpoint_step(r) >= 0 for r in runs) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the study ended before both runs wrote a checkpoint: " + proc.stderr.read()[-2000:]
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
@@ -162,7 +159,7 @@ def test_interrupted_parallel_study_stops_its_runs_and_resumes(fmnist_dir, tmp_p
     left = [sorted(r.iterdir()) for r in runs]
     time.sleep(1)
     assert [sorted(r.iterdir()) for r in runs] == left  # the runs had stopped before the study returned
-    budget = max(_newest_step(r) for r in runs) + 10  # a few steps beyond where the faster run stopped
+    budget = max(newest_checkpoint_step(r) for r in runs) + 10  # a few steps beyond where the faster run stopped
     again = sharenet_cli("study", str(_study_spec(spec, fmnist_dir, budget)), "--jobs", "2")
     assert "0 already done, 2 ran, 0 failed, 0 left" in again.stdout
     for r in runs:

@@ -76,11 +76,6 @@ class RunDir:
     def checkpoint_record(checkpoint: Path) -> Path:
         return Path(checkpoint).with_suffix(".json")
 
-    def newest_checkpoint_step(self) -> int | None:
-        """The step of the newest checkpoint whose record is complete (None: none yet)."""
-        steps = [json.loads(p.read_text()).get("step", -1) for p in self.path.glob("ckpt-*.json")]
-        return max(steps, default=None)
-
     # --- state
     def finished(self) -> bool:
         """A run is finished when its summary.json exists: it is written last, after the weights."""

@@ -26,8 +26,8 @@ from ..models.norm_act import use_fused_kernel
 from .config import RunConfig
 from .device import cpu_isa, device_name, pick_dtype
 
-# Runs shorter than this many steps train eagerly under run.compile=auto: compiling resnet20 takes
-# seconds to tens of seconds on 2 cores, which a short run would not earn back.
+# Runs shorter than this many steps train eagerly under run.compile=auto: compilation (timed by
+# `sharenet bench`, compile_s) would not be earned back by a short run.
 COMPILE_MIN_STEPS = 2000
 
 
