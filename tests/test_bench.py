@@ -72,3 +72,36 @@ print(statistics.median(per))
 
     faults = {mode: median_faults(mode) for mode in ("default", "keep")}
     assert faults["default"] >= 16_000 and faults["keep"] < 1_000, faults
+
+
+def _isa_in_subprocess(env: dict) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, torch; from sharenet.engine import device as d; cpu = torch.device('cpu'); "
+            "print(json.dumps({'isa': d.cpu_isa(), 'dtype': str(d.pick_dtype('auto', cpu))}))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_isa_level_and_autocast_follow_the_cpu_and_its_limits():
+    """The level honours the limits oneDNN and ATen accept, and bf16 autocast needs native bf16."""
+    from pathlib import Path
+
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    native = _isa_in_subprocess({})
+    if "amx_tile" in flags:
+        assert native["isa"] == "AMX"
+    elif "avx512_bf16" in flags:
+        assert native["isa"] == "AVX512-BF16"
+    elif "avx512f" in flags:
+        assert native["isa"] == "AVX-512"  # oneDNN emulates bf16 here: autocast stays off
+    expect_bf16 = native["isa"] in ("AMX", "AVX512-BF16")
+    assert native["dtype"] == ("torch.bfloat16" if expect_bf16 else "torch.float32")
+    if "avx2" in flags:
+        limited = _isa_in_subprocess({"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
+        assert limited == {"isa": "AVX2", "dtype": "torch.float32"}
+        if "avx512f" in flags:  # oneDNN limited alone: ATen's AVX-512 kernels do not make it an AVX-512 machine
+            assert _isa_in_subprocess({"ONEDNN_MAX_CPU_ISA": "AVX2"})["isa"] == "AVX2"
