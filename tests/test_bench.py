@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from sharenet.engine.fastpath import use_compile
+from sharenet.engine.fastpath import compiler_available, use_compile
 
 from .test_train_cli import sharenet_cli
 
@@ -105,3 +105,19 @@ def test_isa_level_and_autocast_follow_the_cpu_and_its_limits():
         assert limited == {"isa": "AVX2", "dtype": "torch.float32"}
         if "avx512f" in flags:  # oneDNN limited alone: ATen's AVX-512 kernels do not make it an AVX-512 machine
             assert _isa_in_subprocess({"ONEDNN_MAX_CPU_ISA": "AVX2"})["isa"] == "AVX2"
+
+
+def test_choices_time_each_variant_against_the_baseline(monkeypatch):
+    """The choice table's machinery on the eager variants (the compiled ones cost a compilation each)."""
+    from sharenet import bench
+
+    eager = {k: v for k, v in bench.CHOICES.items() if "eager" in k}
+    monkeypatch.setattr(bench, "CHOICES", eager)
+    r = bench.run_choices("resnet8", "stage", 4, steps=1, rounds=2, warmup=1)
+    assert [row["variant"] for row in r["rows"]] == ["baseline", *eager]
+    assert all(row["train_img_per_s"] > 0 and row["infer_img_per_s"] > 0 for row in r["rows"])
+    assert r["rows"][0]["train_ratio_paired"] == 1.0
+    full_run_compiles = compiler_available(torch.device("cpu"))
+    assert r["default_fast_path"]["isa"] and r["default_fast_path"]["compile"] is full_run_compiles
+    table = bench.format_choices(r)
+    assert "fp32 channels_last eager + fused BN" in table and "sharenet train picks here:" in table

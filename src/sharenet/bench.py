@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from .engine.config import Config, apply
-from .engine.device import autocast, pick_device
+from .engine.device import autocast, cpu_isa, pick_device
 from .engine.fit import build_trainer
-from .models import count_macs, create_model
+from .models import count_macs, create_model, use_fused_kernel
 
 
 def _inputs(model, batch: int, device, channels_last: bool, size: int | None = None):
@@ -35,11 +35,16 @@ def _inputs(model, batch: int, device, channels_last: bool, size: int | None = N
 
 
 def fast_path(
-    cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None]
+    cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None], fused: bool = True
 ) -> tuple[Callable, Callable, dict]:
-    """(train step, inference step, facts) built by the engine exactly as training builds them."""
+    """(train step, inference step, facts) built by the engine exactly as training builds them.
+
+    `fused=False` keeps plain BatchNorm where the engine would switch to the fused kernel."""
     model = create_model(cfg.model.name, share=share, in_chans=shape[0]).to(device)
     trainer = build_trainer(cfg, model, device, steps_per_epoch=10_000)  # a full run's compile decision
+    if not fused:
+        use_fused_kernel(model, on=False)
+        trainer.fast = replace(trainer.fast, fused_batchnorm=False)
     x, y = _inputs(model, batch, device, trainer.fast.channels_last, shape[1])
     t0 = time.perf_counter()
     trainer.step(x, y, 0)  # the first step pays for compilation
@@ -180,4 +185,62 @@ def format_table(r: dict) -> str:
         f"training step: {r['train_tflops']:.3f} TFLOP/s = {100 * r['fraction_of_matmul_peak']:.1f}% of this "
         f"machine's {env['dtype']} matmul rate on {env['isa']} ({r['matmul_tflops']:.2f} TFLOP/s)",
     ]
+    return "\n".join(lines)
+
+
+# The choices the fast path makes on a CPU, each timed as `sharenet train` would run it.
+CHOICES = {
+    "fp32 NCHW eager": ({"run.precision": "fp32", "run.channels_last": False, "run.compile": "off"}, False),
+    "fp32 NCHW compiled": ({"run.precision": "fp32", "run.channels_last": False, "run.compile": "on"}, False),
+    "fp32 channels_last eager": ({"run.precision": "fp32", "run.compile": "off"}, False),
+    "fp32 channels_last eager + fused BN": ({"run.precision": "fp32", "run.compile": "off"}, True),
+    "fp32 channels_last compiled": ({"run.precision": "fp32", "run.compile": "on"}, False),
+    "fp32 channels_last compiled + fused BN": ({"run.precision": "fp32", "run.compile": "on"}, True),
+    "bf16 channels_last compiled + fused BN": ({"run.precision": "bf16", "run.compile": "on"}, True),
+}
+
+
+def run_choices(name: str, share: str, batch: int, steps: int = 5, rounds: int = 11, warmup: int = 3,
+                in_chans: int = 3, input_size: int | None = None) -> dict:  # fmt: skip
+    """Every CHOICES variant against the plain baseline, interleaved: what each choice gains here."""
+    device = torch.device("cpu")
+    shape = (in_chans, input_size)
+    base_train, base_infer = plain_path(name, share, device, batch, shape)
+    train, infer, facts = {"baseline": base_train}, {"baseline": base_infer}, {}
+    for label, (overrides, fused) in CHOICES.items():
+        if overrides["run.precision"] == "bf16" and cpu_isa() == "AVX2":
+            continue  # no bf16 kernels at all below AVX-512: far slower, nothing to learn
+        cfg = apply(Config(), {"model.name": name, "model.share": share, "optim.batch_size": batch, **overrides})
+        train[label], infer[label], facts[label] = fast_path(cfg, share, device, batch, shape, fused)
+    for fn in (*train.values(), *infer.values()):
+        for _ in range(warmup):
+            fn()
+    train_rates = interleaved(train, device, steps, rounds, batch)
+    infer_rates = interleaved(infer, device, steps, rounds, batch)
+    rows = [{"variant": k, "train_img_per_s": statistics.median(train_rates[k]),
+             "train_ratio_paired": _paired_ratio(train_rates, k, "baseline"),
+             "infer_img_per_s": statistics.median(infer_rates[k]),
+             "infer_ratio_paired": _paired_ratio(infer_rates, k, "baseline"),
+             "compile_s": facts[k]["compile_s"] if k in facts else 0.0} for k in train]  # fmt: skip
+    cfg = apply(Config(), {"model.name": name, "model.share": share, "optim.batch_size": batch})
+    chosen = build_trainer(cfg, create_model(name, share=share, in_chans=in_chans), device, 10_000).fast.record()
+    return {"model": name, "share": share, "batch_size": batch, "rounds": rounds, "steps_per_round": steps,
+            "input": [in_chans, input_size or create_model(name).arch.input_size], "rows": rows,
+            "default_fast_path": chosen}  # fmt: skip
+
+
+def format_choices(r: dict) -> str:
+    env = r["default_fast_path"]
+    lines = [f"{r['model']} share={r['share']} batch {r['batch_size']}x{'x'.join(map(str, r['input']))} on "
+             f"{env['device_name']} ({env['isa']}), {env['threads']} threads, torch {env['torch']}: median of "
+             f"{r['rounds']} interleaved rounds of {r['steps_per_round']} steps; ratios are per-round medians",
+             f"{'variant':<42}{'train img/s':>12}{'ratio':>8}{'infer img/s':>13}{'ratio':>8}"
+             f"{'compile s':>11}"]  # fmt: skip
+    for row in r["rows"]:
+        lines.append(f"{row['variant']:<42}{row['train_img_per_s']:>12.0f}{row['train_ratio_paired']:>8.2f}"
+                     f"{row['infer_img_per_s']:>13.0f}{row['infer_ratio_paired']:>8.2f}"
+                     f"{row['compile_s']:>11.1f}")  # fmt: skip
+    fused = " + fused BN" if env["fused_batchnorm"] else ""
+    lines.append(f"sharenet train picks here: {env['dtype']} {env['memory_format']}"
+                 f"{' compiled' if env['compile'] else ' eager'}{fused} (runs of >= 2,000 steps compile)")  # fmt: skip
     return "\n".join(lines)

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--set", action="append", default=[], metavar="run.KEY=VALUE",
                    help="fast-path settings, e.g. run.compile=off or run.precision=fp32")  # fmt: skip
+    p.add_argument("--choices", action="store_true",
+                   help="CPU: time each fast-path choice (precision, layout, compile, fused BatchNorm)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
@@ -31,6 +33,13 @@ def run(args) -> int:
     for name, value in (("--batch-size", args.batch_size), ("--steps", args.steps), ("--rounds", args.rounds)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
+    if args.choices:
+        from ..bench import format_choices, run_choices
+
+        result = run_choices(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
+                             args.in_chans, args.input_size)  # fmt: skip
+        print(json.dumps(result, indent=2) if args.json else format_choices(result))
+        return 0
     result = run_bench(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
                        parse_set(args.set), args.in_chans, args.input_size)  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_table(result))
