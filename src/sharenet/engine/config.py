@@ -141,7 +141,7 @@ class RunConfig:
     log_every: int = key(50, "steps between metrics.jsonl rows", low=1)
     eval_batch_size: int = key(500, "batch size for test-set evaluation", low=1, need="a positive batch")
     progress: bool = key(True, "progress bar (also off when stderr is not a terminal)", local=True, flag=True)
-    sync_bn: bool = key(False, "BatchNorm statistics over the global batch of all ranks (distributed runs; gloo or NCCL)")
+    sync_bn: bool = key(False, "BatchNorm statistics over the global batch of all ranks (distributed runs)")
 # fmt: on
 
 
