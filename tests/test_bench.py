@@ -123,3 +123,24 @@ def test_choices_time_each_variant_against_the_baseline(monkeypatch):
     assert r["default_fast_path"]["isa"] and r["default_fast_path"]["compile"] is full_run_compiles
     table = bench.format_choices(r)
     assert "fp32 channels_last eager + fused BN" in table and "sharenet train picks here:" in table
+
+
+def test_fused_batchnorm_where_it_pays():
+    """Eager and bf16 steps take the fused kernel; fp32 compiled ones leave BatchNorm to inductor."""
+    import shutil
+
+    import pytest
+
+    from sharenet.engine.fastpath import FastPath, prepare
+    from sharenet.models import create_model
+
+    if not shutil.which("g++"):
+        pytest.skip("the fused kernel needs a C++ compiler (g++) to build")
+    cpu = torch.device("cpu")
+    for dtype, compiled, fused in ((torch.float32, False, True), (torch.float32, True, False),
+                                   (torch.bfloat16, True, True)):  # fmt: skip
+        model = create_model("resnet8", share="stage")
+        fast = prepare(model, FastPath(cpu, "AVX-512", dtype, channels_last=True, compile=compiled))
+        assert fast.fused_batchnorm is fused and ("kernel=fused" in str(model)) is fused
+    nchw = prepare(create_model("resnet8"), FastPath(cpu, "AVX-512", torch.float32, channels_last=False, compile=False))
+    assert nchw.fused_batchnorm is False

@@ -225,7 +225,7 @@ def run_choices(name: str, share: str, batch: int, steps: int = 5, rounds: int =
     cfg = apply(Config(), {"model.name": name, "model.share": share, "optim.batch_size": batch})
     chosen = build_trainer(cfg, create_model(name, share=share, in_chans=in_chans), device, 10_000).fast.record()
     return {"model": name, "share": share, "batch_size": batch, "rounds": rounds, "steps_per_round": steps,
-            "input": [in_chans, input_size or create_model(name).arch.input_size], "rows": rows,
+            "input": [in_chans, *[input_size or create_model(name).arch.input_size] * 2], "rows": rows,
             "default_fast_path": chosen}  # fmt: skip
 
 

@@ -101,12 +101,16 @@ def decide(run: RunConfig, device: torch.device, total_steps: int) -> FastPath:
 def prepare(model: nn.Module, fast: FastPath) -> FastPath:
     """Put `model` on the fast path (memory format, fused BatchNorm layers, allocator); what took effect.
 
-    The fused kernel serves CPU training in channels_last; a model it cannot serve keeps plain
-    BatchNorm. Compilation is left to the caller, after any DistributedDataParallel wrapping.
+    The fused kernel serves CPU training in channels_last; a model it cannot serve, or a step where
+    it does not pay, keeps plain BatchNorm. Compilation is left to the caller, after any
+    DistributedDataParallel wrapping.
     """
     if fast.channels_last:
         model.to(memory_format=torch.channels_last)
     if fast.device.type != "cpu":
         return fast
-    fused = fast.channels_last and use_fused_kernel(model) > 0
+    # The fused kernel pays in eager steps and in bf16 ones; in fp32 compiled steps inductor's own
+    # BatchNorm kernels are level with it (`sharenet bench --choices`, README), so they run there.
+    wanted = fast.channels_last and (not fast.compile or fast.dtype != torch.float32)
+    fused = wanted and use_fused_kernel(model) > 0
     return replace(fast, fused_batchnorm=fused, keeps_freed_memory=keep_freed_memory())
