@@ -1,7 +1,9 @@
 """`sharenet bench` runs and reports every field; speed itself is never asserted here."""
 
 import json
+import platform
 
+import pytest
 import torch
 
 from sharenet.engine.fastpath import compiler_available, use_compile
@@ -28,7 +30,9 @@ def test_bench_json_has_the_measurements():
     assert all(r[key] > 0 for key in keys)
     assert r["environment"]["torch"] == torch.__version__ and r["environment"]["threads"] >= 1
     assert r["compiled"] is False and r["macs_per_image"] > 0
-    assert r["environment"]["fused_batchnorm"] is True and r["environment"]["keeps_freed_memory"] is True
+    cpu = torch.device("cpu")  # eager fp32 channels_last: the fused kernel where it can be built; glibc's setting
+    assert r["environment"]["fused_batchnorm"] is compiler_available(cpu) and r["environment"]["isa"]
+    assert r["environment"]["keeps_freed_memory"] is (platform.libc_ver()[0] == "glibc")
 
 
 def test_bench_table_and_bad_input():
@@ -46,6 +50,7 @@ def test_compile_policy():
     assert not use_compile("off", cpu, 10**6) and use_compile("on", cpu, 1)
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's mallopt")
 def test_keeping_freed_memory_stops_the_page_faults():
     """64 MiB is above glibc's largest dynamic mmap threshold: by default every allocation of it is
     a fresh mapping that faults its 16,384 pages in; kept, it is reused (the first reuses may still
@@ -128,8 +133,6 @@ def test_choices_time_each_variant_against_the_baseline(monkeypatch):
 def test_fused_batchnorm_where_it_pays():
     """Eager and bf16 steps take the fused kernel; fp32 compiled ones leave BatchNorm to inductor."""
     import shutil
-
-    import pytest
 
     from sharenet.engine.fastpath import FastPath, prepare
     from sharenet.models import create_model

@@ -1,5 +1,7 @@
 """Peer checkpoints give the peer's outputs; fusion, unshare and plan mismatches behave."""
 
+import re
+
 import pytest
 import torch
 
@@ -68,8 +70,12 @@ def test_fusion_then_unshare_round_trip():
 def test_other_plan_is_refused_naming_both(tmp_path):
     stage = create_model("resnet20", share="stage")
     block = create_model("resnet20", share="block")
-    with pytest.raises(sharenet.PlanMismatchError, match=r"share='stage'.*share='block'"):
+    with pytest.raises(sharenet.PlanMismatchError, match=r"share='stage'.*share='block'") as refused:
         block.load_state_dict(stage.state_dict())
+    advice = re.search(r"sharenet\.load_weights\(model, src, (\w+)=True\)", str(refused.value))
+    assert advice, str(refused.value)
+    assert sharenet.load_weights(block, stage.state_dict(), **{advice[1]: True}).fused  # the advice runs as written
+    block = create_model("resnet20", share="block")
     path = sharenet.save(stage, tmp_path / "stage.safetensors")
     with pytest.raises(sharenet.PlanMismatchError, match=r"share='stage'.*share='block'"):
         sharenet.load_weights(block, path)

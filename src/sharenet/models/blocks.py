@@ -2,6 +2,8 @@
 
 A block receives `kernels`: for each 3x3 slot, the `SharedKernel` to borrow, or None for an own
 kernel. Under intra-block sharing (Dai et al.) the block itself owns the kernel as `self.shared`.
+Each normalisation is a `BatchNormAct2d`, which also adds the residual and applies the ReLU that
+follow it, so that the fast path can run the three as one kernel.
 """
 
 from __future__ import annotations

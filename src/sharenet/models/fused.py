@@ -108,10 +108,6 @@ def load() -> bool:
     return True
 
 
-def loaded() -> bool:
-    return _state["loaded"]
-
-
 def applies(bn: nn.BatchNorm2d, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
     """The kernel gives exactly BatchNorm's training-mode result for these inputs."""
     return (
