@@ -15,6 +15,7 @@ import torch
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
+from ..models.fused import update_running_stats
 from ..models.norm_act import BatchNormAct2d
 from .distributed import world_size
 
@@ -26,6 +27,8 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
 
 
 class CrossRankBatchNorm2d(BatchNormAct2d):
+    """BatchNormAct2d whose training-mode statistics are those of the global batch of all ranks."""
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and world_size() > 1):
             return super().normalize(x)
@@ -36,12 +39,7 @@ class CrossRankBatchNorm2d(BatchNormAct2d):
         n = packed[-1]
         mean = packed[:c] / n
         var = (packed[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased: what normalisation uses
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-                self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), factor)
+        update_running_stats(self, mean, var, int(n.item()))
         y = (xf - mean.view(1, c, 1, 1)) * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)

@@ -121,16 +121,17 @@ def applies(bn: nn.BatchNorm2d, x: torch.Tensor, residual: torch.Tensor | None) 
     )
 
 
-def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, invstd: torch.Tensor, n: int) -> None:
-    """What nn.BatchNorm2d does in training mode: running stats from the unbiased batch variance."""
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+    """What nn.BatchNorm2d does in training mode, for a layer that computed its batch statistics
+    itself: `var` is the biased variance over `n` values per channel, the running one is unbiased;
+    momentum=None keeps the cumulative average."""
     if not bn.track_running_stats:
         return
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
         factor = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked.item()
-        var = (invstd.double().pow(-2) - bn.eps).clamp_min(0).float() * (n / max(n - 1, 1))
-        bn.running_mean.lerp_(mean, factor)
-        bn.running_var.lerp_(var, factor)
+        bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), factor)
+        bn.running_var.lerp_((var * (n / max(n - 1, 1))).to(bn.running_var.dtype), factor)
 
 
 def bn_act(bn: nn.BatchNorm2d, x: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
@@ -138,5 +139,6 @@ def bn_act(bn: nn.BatchNorm2d, x: torch.Tensor, residual: torch.Tensor | None, r
     if residual is not None:  # an option-A shortcut's zero-padded output may come out NCHW
         residual = residual.contiguous(memory_format=torch.channels_last)
     y, mean, invstd = torch.ops.sharenet_cpu.bn_act_fwd(x, residual, bn.weight, bn.bias, bn.eps, relu)
-    _update_running_stats(bn, mean, invstd, x.numel() // x.shape[1])
+    var = (invstd.double().pow(-2) - bn.eps).clamp_min(0).float()  # the kernel returns 1/sqrt(var + eps)
+    update_running_stats(bn, mean, var, x.numel() // x.shape[1])
     return y
