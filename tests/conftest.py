@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+from sharenet.engine.fastpath import key_compile_cache_by_isa
+
+key_compile_cache_by_isa()  # before any test compiles: an AVX2-limited run's kernels never meet a native one
+
 
 @pytest.fixture(autouse=True)
 def _seed():

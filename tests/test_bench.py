@@ -147,3 +147,23 @@ def test_fused_batchnorm_where_it_pays():
         assert fast.fused_batchnorm is fused and ("kernel=fused" in str(model)) is fused
     nchw = prepare(create_model("resnet8"), FastPath(cpu, "AVX-512", torch.float32, channels_last=False, compile=False))
     assert nchw.fused_batchnorm is False
+
+
+def test_compile_cache_is_keyed_by_the_isa_level():
+    """A run limited to AVX2 and an unlimited one never share compiled kernels (torch 2.13 does not key them)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os; from sharenet.engine.fastpath import key_compile_cache_by_isa as k; k(); "
+            "print(os.environ['TORCHINDUCTOR_CACHE_DIR'])")  # fmt: skip
+    base = {n: v for n, v in os.environ.items() if n not in ("TORCHINDUCTOR_CACHE_DIR", "ONEDNN_MAX_CPU_ISA",
+                                                              "ATEN_CPU_CAPABILITY")}  # fmt: skip
+
+    def cache_dir(**env) -> str:
+        return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
+    native, limited = cache_dir(), cache_dir(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    assert limited.endswith("-AVX2") and (native != limited or native.endswith("-AVX2"))
+    assert cache_dir(TORCHINDUCTOR_CACHE_DIR="/tmp/chosen") == "/tmp/chosen"  # the user's choice stands

@@ -44,6 +44,19 @@ def use_compile(setting: str, device: torch.device, total_steps: int) -> bool:
     return setting == "on"
 
 
+def key_compile_cache_by_isa() -> None:
+    """Give torch.compile's on-disk cache a directory per ISA level, unless one was chosen.
+
+    torch 2.13 does not key its compiled-graph cache by the vector ISA: kernels compiled under an
+    AVX2 limit (or on another CPU sharing the directory) abort a later run on an AVX-512 CPU that
+    reuses them. Must run before the process compiles anything (torch fixes the directory then).
+    """
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}-{cpu_isa()}"
+
+
 _ALLOCATOR = {"keeps_freed_memory": False}
 
 
@@ -94,8 +107,10 @@ def decide(run: RunConfig, device: torch.device, total_steps: int) -> FastPath:
     """The fast path for `run`'s settings on this machine, for a run of `total_steps` steps."""
     steps = min(total_steps, run.max_steps or total_steps)
     isa = "cuda" if device.type == "cuda" else cpu_isa()
-    return FastPath(device, isa, pick_dtype(run.precision, device), run.channels_last,
-                    use_compile(run.compile, device, steps))  # fmt: skip
+    compile_ = use_compile(run.compile, device, steps)
+    if compile_ and device.type == "cpu":
+        key_compile_cache_by_isa()
+    return FastPath(device, isa, pick_dtype(run.precision, device), run.channels_last, compile_)
 
 
 def prepare(model: nn.Module, fast: FastPath) -> FastPath:
