@@ -3,19 +3,30 @@
 import json
 from pathlib import Path
 
-from sharenet.models import Conv3x3, share_groups
+from sharenet.models import Conv3x3
 
 
 def assert_tied(model):
-    """Every conv in a plan group applies its owner's very tensor; returns the group count."""
-    groups = share_groups(model)
-    for key, convs in groups.items():
-        owner = model.get_submodule(key.removesuffix(".weight")).weight
-        for conv in convs:
-            module = model.get_submodule(conv)
-            assert isinstance(module, Conv3x3)
-            assert module.kernel() is owner, f"{conv} no longer applies {key}"
-    return len(groups)
+    """Every conv of every plan group applies its owner's very tensor; returns the group count.
+
+    The owner (a stage's kernel, bank or basis; a block's kernel) is looked up by the plan's
+    path; each user conv (or, for a filter-basis conv, its basis conv) must borrow that very
+    module, whose tensor is the state_dict's one entry.
+    """
+    plan = model.plan
+    for owned in plan.owned():
+        owner = model.get_submodule(owned.path)
+        tensor = model.get_parameter(owned.key)
+        for slot in plan.users(owned):
+            module = model.get_submodule(slot.path)
+            conv = module.basis if slot.source == "basis" else module
+            assert isinstance(conv, Conv3x3)
+            assert conv.borrowed is owner, f"{slot.path} no longer uses {owned.key}"
+            if slot.source == "shared":
+                assert conv.kernel() is tensor, f"{slot.path} no longer applies {owned.key}"
+            else:
+                assert getattr(owner, owned.key.rpartition(".")[2]) is tensor
+    return len(plan.owned())
 
 
 def newest_checkpoint_step(run_dir: Path) -> int:

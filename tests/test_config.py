@@ -15,7 +15,7 @@ from sharenet.engine.config import KEYS, Config, ConfigError, apply, coerce, fla
 from sharenet.engine.recipes import RECIPES, recipe_config
 from sharenet.engine.validate import check_config, check_resume_compatible
 from sharenet.errors import SharenetError
-from sharenet.models.sharing import SCHEMES
+from sharenet.models.plan import SCHEMES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

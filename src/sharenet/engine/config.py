@@ -21,7 +21,7 @@ import yaml
 
 from ..data import DATASETS
 from ..errors import InvalidArgumentError
-from ..models.sharing import SCHEMES
+from ..models.plan import BASIS_KINDS, OPTIONS, SCHEMES
 
 
 class ConfigError(InvalidArgumentError):
@@ -78,11 +78,24 @@ def key(
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = key("resnet20", "registered name or family form (resnet56, wrn28_10, ...)", resume=True, flag="--model")
-    share: str = key("stage", "stage: one 3x3 kernel per stage (ShaResNet); block: one per block (Dai et al.)",
-                     choices=SCHEMES, resume=True, flag=True)
+    share: str = key("stage", "stage: one 3x3 kernel per stage (ShaResNet); block: one per block (Dai et al.); "
+                     "templates: per-conv mixes of a bank per stage (Savarese & Maire); basis: shared filter bases "
+                     "(Kang et al.)", choices=SCHEMES, resume=True, flag=True)
     shortcut: str | None = key(None, "CIFAR basic ResNets: A (zero-pad, He et al.; none means A) or B (1x1 conv)",
                                resume=True)
     dropout: float = key(0.0, "Wide ResNets only", low=0.0, below=1, resume=True)
+    templates: int = key(2, "share=templates: kernels in each stage's bank (Savarese & Maire's s)", low=1, resume=True)
+    shared_rank: int = key(16, "share=basis: first-stage rank of the shared basis, scaled with the stage width "
+                           "(Kang et al.'s S)", low=1, resume=True)
+    unique_rank: int = key(1, "share=basis: first-stage rank of each conv's own basis, scaled alike (their U)", low=0,
+                           resume=True)
+    basis: str = key("single", "share=basis: one shared basis per stage, or one per conv position (double)",
+                     choices=BASIS_KINDS, resume=True)
+
+    def create_kwargs(self) -> dict:
+        """create_model's keywords: the architecture options and those of the chosen scheme only."""
+        options = {k: getattr(self, k) for k in OPTIONS.get(self.share, ())}
+        return {"share": self.share, "shortcut": self.shortcut, "dropout": self.dropout, **options}
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,10 @@ class OptimConfig:
                            choices=("linear", "constant"))
     label_smoothing: float = key(0.0, "cross-entropy label smoothing", low=0, below=1, need="in [0, 1)")
     grad_clip: float = key(0.0, "max global gradient norm; 0 disables", low=0, need="0 (off) or a positive norm")
+    ortho_penalty: float = key(0.0, "share=basis: weight of the bases' orthogonality penalty (Kang et al.'s lambda_R: "
+                               "10); 0: off", low=0, need="0 (off) or a positive weight")
+    ortho_own: bool = key(True, "the penalty also keeps each conv's own basis orthonormal (Kang et al.'s CIFAR code; "
+                          "their ImageNet code: false)")
     ema_decay: float = key(0.0, "weight EMA per step, each shared kernel once (0: off); evaluated and saved when on",
                            low=0, below=1, need="0 (off) or in (0, 1)", resume=True)
 

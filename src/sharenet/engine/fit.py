@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from ..models import count_params, create_model
+from ..models import basis_penalty, count_params, create_model
 from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
 from ..storage import tensors_digest
 from ..weights import save
@@ -76,8 +77,7 @@ def open_run_dir(cfg: Config, resume: str | None) -> RunDir | None:
 
 def build_model(cfg: Config, streams: Streams, device: torch.device) -> torch.nn.Module:
     m = cfg.model
-    model = create_model(m.name, share=m.share, num_classes=len(streams.classes), in_chans=streams.in_chans,
-                         shortcut=m.shortcut, dropout=m.dropout)  # fmt: skip
+    model = create_model(m.name, num_classes=len(streams.classes), in_chans=streams.in_chans, **m.create_kwargs())
     return model.to(device)
 
 
@@ -95,8 +95,13 @@ def build_trainer(cfg: Config, model, device: torch.device, steps_per_epoch: int
     if fast.compile:
         wrapped = torch.compile(wrapped)
     scaler = torch.amp.GradScaler("cuda") if fast.dtype == torch.float16 else None
+    penalty = (
+        partial(basis_penalty, model, o.ortho_own, o.ortho_penalty)
+        if o.ortho_penalty and model.share == "basis"
+        else None
+    )
     return Trainer(wrapped, optimizer, scheduler, device, fast.dtype, o.label_smoothing, o.grad_clip, ema, scaler,
-                   fast)  # fmt: skip
+                   fast, penalty)  # fmt: skip
 
 
 def resume_state(run: RunDir | None, resume: str | None, cfg: Config) -> tuple[Path, dict] | None:

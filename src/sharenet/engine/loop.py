@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,12 +34,15 @@ class Trainer:
     ema: object | None = None
     scaler: torch.amp.GradScaler | None = None
     fast: FastPath | None = None  # what the step runs with on this machine, for the run's records
+    penalty: Callable[[], torch.Tensor] | None = None  # added to the loss: the filter bases' orthogonality term
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward, guard, update. Returns (loss, number correct) as tensors (no host sync)."""
         with autocast(self.device, self.dtype):
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if self.penalty is not None:
+            loss = loss + self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

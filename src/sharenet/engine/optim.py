@@ -17,10 +17,11 @@ from .config import OptimConfig
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     decay, no_decay = [], []
+    never = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()  # template coefficients
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        exempt = not cfg.decay_norm_and_bias and (p.ndim <= 1 or name.endswith(".bias"))
+        exempt = name in never or (not cfg.decay_norm_and_bias and (p.ndim <= 1 or name.endswith(".bias")))
         (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if no_decay:

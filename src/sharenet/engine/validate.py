@@ -29,7 +29,7 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{k.name}={value!r} must be in {k.bounds}")
     m = cfg.model
     with torch.device("meta"):  # validates name, depth, scheme and options without allocating
-        create_model(m.name, share=m.share, shortcut=m.shortcut, dropout=m.dropout)
+        create_model(m.name, **m.create_kwargs())
 
 
 def check_resume_compatible(cfg: Config, state: dict) -> list[str]:

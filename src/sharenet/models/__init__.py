@@ -1,27 +1,35 @@
-"""Parameter-shared residual networks: blocks, stages that own shared kernels, families, registry."""
+"""Parameter-shared residual networks: the sharing plan, blocks, stages that own shared tensors, families, registry."""
 
 from . import fused
 from .accounting import count_macs, count_params, describe, share_groups
 from .layers import Conv3x3, SharedKernel
+from .learned import BasisConv3x3, TemplateBank, TemplateConv3x3, basis_penalty
 from .norm_act import BatchNormAct2d, use_fused_kernel
+from .plan import RULES, SCHEMES, SharePlan, Sharing, make_plan
 from .registry import NAME_FORMS, create_model, list_models
 from .resnet import ResNet
-from .sharing import SCHEMES, SHARING_RULES
 
 __all__ = [
     "NAME_FORMS",
+    "RULES",
     "SCHEMES",
-    "SHARING_RULES",
+    "BasisConv3x3",
     "BatchNormAct2d",
     "Conv3x3",
     "ResNet",
+    "SharePlan",
     "SharedKernel",
+    "Sharing",
+    "TemplateBank",
+    "TemplateConv3x3",
+    "basis_penalty",
     "count_macs",
     "count_params",
     "create_model",
     "describe",
     "fused",
     "list_models",
+    "make_plan",
     "share_groups",
     "use_fused_kernel",
 ]

@@ -1,4 +1,4 @@
-"""Parameter and compute accounting; a shared kernel counts once for storage, once per use for compute."""
+"""Parameter and compute accounting; a shared tensor counts once for storage, once per use for compute."""
 
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ def count_params(model: nn.Module) -> int:
 
 
 def share_groups(model: nn.Module) -> dict[str, list[str]]:
-    """The sharing plan as data: state_dict key of each shared kernel -> the convs that apply it."""
-    names = {id(m): n for n, m in model.named_modules()}
-    groups: dict[str, list[str]] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, Conv3x3) and module.borrowed is not None:
-            groups.setdefault(f"{names[id(module.borrowed)]}.weight", []).append(name)
-    return groups
+    """The sharing plan as data: state_dict key of each shared tensor -> the convs that use it."""
+    return model.plan.groups()
 
 
 def conv_kernels(model: nn.Module) -> list[torch.Tensor]:
@@ -72,5 +67,6 @@ def describe(model: nn.Module) -> dict:
         "distinct_conv_kernels": len({id(k) for k in kernels}),
         "macs": count_macs(model, model.arch.input_size, model.config.get("in_chans", 3)),
         "input_size": model.arch.input_size,
+        "sharing": model.plan.sharing.options(),
         "shared_kernels": share_groups(model),
     }

@@ -1,20 +1,25 @@
-"""The four residual blocks of the papers. Each 3x3 conv slot takes the kernel the plan hands it.
+"""The four residual blocks of the papers. Each 3x3 conv slot takes the conv the plan builds for it.
 
-A block receives `kernels`: for each 3x3 slot, the `SharedKernel` to borrow, or None for an own
-kernel. Under intra-block sharing (Dai et al.) the block itself owns the kernel as `self.shared`.
+A block receives `conv3x3(name)`, which builds the module of its 3x3 slot `name` as the sharing
+plan says (own kernel, a borrowed shared kernel, a template mix or a filter-basis conv), so blocks
+know nothing of sharing. Under intra-block sharing (Dai et al.) the block owns the kernel as
+`self.shared`.
 Each normalisation is a `BatchNormAct2d`, which also adds the residual and applies the ReLU that
 follow it, so that the fast path can run the three as one kernel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .layers import Conv3x3, SharedKernel, conv1x1, make_shortcut
+from .layers import SharedKernel, conv1x1, make_shortcut
 from .norm_act import BatchNormAct2d
+
+Conv3x3Factory = Callable[[str], nn.Module]  # slot name -> the module the plan gives it
 
 
 @dataclass(frozen=True)
@@ -29,14 +34,24 @@ class BlockSpec:
     shortcut: str = "B"  # how a shape change is bridged: "A", "B" or "conv"
     dropout: float = 0.0  # wide blocks only, between the two 3x3 convs
 
-    def slot_shapes(self) -> dict[str, tuple[int, int]]:
-        """The 3x3 slots a sharing plan may redirect, with their (in_ch, out_ch)."""
-        if self.kind in ("basic", "wide"):
-            return {"conv1": (self.in_ch, self.out_ch), "conv2": (self.out_ch, self.out_ch)}
-        return {"conv2": (self.width, self.width)}
+    def slots(self) -> dict[str, tuple[int, int, int, str | None]]:
+        """The 3x3 slots a sharing plan may redirect: (in_ch, out_ch, stride, the BatchNorm after it)."""
+        if self.kind == "basic":
+            return {
+                "conv1": (self.in_ch, self.out_ch, self.stride, "bn1"),
+                "conv2": (self.out_ch, self.out_ch, 1, "bn2"),
+            }
+        if self.kind == "wide":
+            return {
+                "conv1": (self.in_ch, self.out_ch, self.stride, "bn2"),
+                "conv2": (self.out_ch, self.out_ch, 1, None),
+            }
+        if self.kind == "bottleneck":
+            return {"conv2": (self.width, self.width, self.stride, "bn2")}
+        return {"conv2": (self.width, self.width, 1, "bn3")}
 
-    def build(self, kernels: dict[str, SharedKernel | None], own_shared: SharedKernel | None) -> nn.Module:
-        return BLOCKS[self.kind](self, kernels, own_shared)
+    def build(self, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None) -> nn.Module:
+        return BLOCKS[self.kind](self, conv3x3, own_shared)
 
 
 class _Block(nn.Module):
@@ -55,11 +70,11 @@ class _PreActBlock(_Block):
 class BasicBlock(_Block):
     """Post-activation basic block (He et al.): conv3x3(stride)-BN-ReLU-conv3x3-BN, add, ReLU."""
 
-    def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
-        self.conv1 = Conv3x3(spec.in_ch, spec.out_ch, spec.stride, kernels.get("conv1"))
+        self.conv1 = conv3x3("conv1")
         self.bn1 = BatchNormAct2d(spec.out_ch)
-        self.conv2 = Conv3x3(spec.out_ch, spec.out_ch, 1, kernels.get("conv2"))
+        self.conv2 = conv3x3("conv2")
         self.bn2 = BatchNormAct2d(spec.out_ch)
         self.shortcut = make_shortcut(spec.shortcut, spec.in_ch, spec.out_ch, spec.stride)
 
@@ -71,11 +86,11 @@ class BasicBlock(_Block):
 class Bottleneck(_Block):
     """Post-activation bottleneck, torchvision's "v1.5": 1x1-BN-ReLU-3x3(stride)-BN-ReLU-1x1-BN."""
 
-    def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.conv1 = conv1x1(spec.in_ch, spec.width)
         self.bn1 = BatchNormAct2d(spec.width)
-        self.conv2 = Conv3x3(spec.width, spec.width, spec.stride, kernels.get("conv2"))
+        self.conv2 = conv3x3("conv2")
         self.bn2 = BatchNormAct2d(spec.width)
         self.conv3 = conv1x1(spec.width, spec.out_ch)
         self.bn3 = BatchNormAct2d(spec.out_ch)
@@ -94,13 +109,13 @@ class PreActBottleneck(_PreActBlock):
     its stride on the first 1x1 and projects the shortcut with a strided 1x1 conv (no BN).
     """
 
-    def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.projects = spec.in_ch != spec.out_ch or spec.stride != 1
         self.bn1 = BatchNormAct2d(spec.in_ch)
         self.conv1 = conv1x1(spec.in_ch, spec.width, spec.stride)
         self.bn2 = BatchNormAct2d(spec.width)
-        self.conv2 = Conv3x3(spec.width, spec.width, 1, kernels.get("conv2"))
+        self.conv2 = conv3x3("conv2")
         self.bn3 = BatchNormAct2d(spec.width)
         self.conv3 = conv1x1(spec.width, spec.out_ch)
         self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
@@ -120,14 +135,14 @@ class WideBasic(_PreActBlock):
     projects the shortcut with a strided 1x1 conv (no BN).
     """
 
-    def __init__(self, spec: BlockSpec, kernels: dict, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.projects = spec.in_ch != spec.out_ch or spec.stride != 1
         self.bn1 = BatchNormAct2d(spec.in_ch)
-        self.conv1 = Conv3x3(spec.in_ch, spec.out_ch, spec.stride, kernels.get("conv1"))
+        self.conv1 = conv3x3("conv1")
         self.bn2 = BatchNormAct2d(spec.out_ch)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        self.conv2 = Conv3x3(spec.out_ch, spec.out_ch, 1, kernels.get("conv2"))
+        self.conv2 = conv3x3("conv2")
         self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Convolutions that may borrow their kernel, and the parameter-free / projection shortcuts.
 
-The one mechanism of weight sharing in sharenet lives here: a `SharedKernel` is registered once,
-under the module that owns the sharing (a stage for ShaResNet, a block for Dai et al.), and every
-`Conv3x3` that uses it holds a plain reference to that owning module. Because the reference is
-not a registered submodule, `state_dict()` has exactly one key per distinct tensor; because it
+The one mechanism of weight sharing in sharenet lives here: a shared tensor (a `SharedKernel`, or
+learned.py's template bank) is registered once, under the module the plan makes its owner (a stage,
+or a block for Dai et al.), and every `Conv3x3` that uses it holds a plain reference to that module.
+Because the reference is not a registered submodule, `state_dict()` has exactly one key per distinct tensor; because it
 points at the module rather than at its Parameter, the tie survives `load_state_dict(assign=True)`,
 meta-device construction + `to_empty`, `.to()` and `deepcopy` (which follows object identity).
 """
@@ -37,40 +37,46 @@ class SharedKernel(nn.Module):
 
 
 class Conv3x3(nn.Module):
-    """3x3 convolution, padding 1, no bias; its kernel is its own or a `SharedKernel`'s.
+    """3x3 convolution, padding 1, no bias; its kernel is its own, borrowed, or both stacked.
 
-    A borrowed kernel may be applied with a different stride than its other users
-    (intra-block sharing applies one kernel with stride 2, then 1).
+    `kernel`: a module whose kernel this conv applies (a `SharedKernel`, or a template bank that
+    a subclass mixes). `own`: output filters of its own, stacked before the borrowed ones (a
+    filter-basis conv: own basis, then the stage's shared basis); default all or none. A
+    borrowed kernel may be applied with a different stride than its other users (intra-block
+    sharing applies one kernel with stride 2, then 1).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, kernel: SharedKernel | None = None):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, kernel: nn.Module | None = None, *,
+                 own: int | None = None):  # fmt: skip
         super().__init__()
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
-        if kernel is None:
-            self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
+        own = (out_ch if kernel is None else 0) if own is None else own
+        if kernel is not None and (kernel.in_ch, kernel.out_ch + own) != (in_ch, out_ch):
+            raise InvalidArgumentError(
+                f"shared kernel maps {kernel.in_ch}->{kernel.out_ch} channels, this conv needs {in_ch}->{out_ch - own}"
+            )
+        if own:
+            self.weight = nn.Parameter(torch.empty(own, in_ch, 3, 3))
             _init_kernel(self.weight)
-            self._borrowed: tuple[SharedKernel, ...] = ()
-        else:
-            if (kernel.in_ch, kernel.out_ch) != (in_ch, out_ch):
-                raise InvalidArgumentError(
-                    f"shared kernel maps {kernel.in_ch}->{kernel.out_ch} channels, this conv needs {in_ch}->{out_ch}"
-                )
-            self._borrowed = (kernel,)  # a tuple, so nn.Module does not register it again
+        self._borrowed: tuple[nn.Module, ...] = () if kernel is None else (kernel,)  # a tuple: not registered again
 
     @property
-    def borrowed(self) -> SharedKernel | None:
-        """The `SharedKernel` this conv applies, or None when the kernel is its own."""
+    def borrowed(self) -> nn.Module | None:
+        """The module whose kernel this conv applies, or None when the kernel is its own."""
         return self._borrowed[0] if self._borrowed else None
 
     def kernel(self) -> torch.Tensor:
-        """The (out_ch, in_ch, 3, 3) tensor applied in forward, own or borrowed."""
-        return self._borrowed[0].weight if self._borrowed else self.weight
+        """The (out_ch, in_ch, 3, 3) tensor applied in forward: own, borrowed, or own rows then borrowed."""
+        if not self._borrowed:
+            return self.weight
+        shared = self._borrowed[0].weight
+        return torch.cat([self.weight, shared]) if "weight" in self._parameters else shared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.kernel(), None, self.stride, 1)
 
     def extra_repr(self) -> str:
-        src = "shared" if self._borrowed else "own"
+        src = "own" if not self._borrowed else "shared" if "weight" not in self._parameters else "own+shared"
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}, kernel={src}"
 
 

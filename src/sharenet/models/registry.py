@@ -6,8 +6,8 @@ import re
 
 from ..errors import InvalidArgumentError, UnknownModelError
 from .families import IMAGENET_LAYOUTS, ArchSpec, cifar_resnet, imagenet_resnet, preact_resnet, wide_resnet
+from .plan import OPTIONS, Sharing, check_scheme, make_plan
 from .resnet import ResNet
-from .sharing import check_scheme
 
 NAMED = (
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202",
@@ -52,10 +52,17 @@ def create_model(
     in_chans: int = 3,
     shortcut: str | None = None,
     dropout: float = 0.0,
+    templates: int | None = None,
+    shared_rank: int | None = None,
+    unique_rank: int | None = None,
+    basis: str | None = None,
 ) -> ResNet:
-    """Build a model by name. `share`: "none", "stage" (ShaResNet) or "block" (Dai et al.).
+    """Build a model by name. `share`: "none", "stage" (ShaResNet), "block" (Dai et al.),
+    "templates" (Savarese & Maire) or "basis" (Kang et al.).
 
-    `shortcut` ("A" or "B") applies to CIFAR basic ResNets, `dropout` to Wide ResNets.
+    `shortcut` ("A" or "B") applies to CIFAR basic ResNets, `dropout` to Wide ResNets,
+    `templates` to share="templates" (default 2), `shared_rank`, `unique_rank` (first-stage
+    ranks, default 16 and 1) and `basis` ("single" or "double") to share="basis".
     """
     if not isinstance(name, str):
         raise UnknownModelError(f"model name must be a string, got {name!r}")
@@ -63,11 +70,12 @@ def create_model(
         raise InvalidArgumentError(f"{name}: only Wide ResNets take dropout")
     arch = _arch(name, shortcut, dropout)
     check_scheme(share, arch.kind)
+    sharing = _sharing(share, templates=templates, shared_rank=shared_rank, unique_rank=unique_rank, basis=basis)
     num_classes = arch.default_classes if num_classes is None else num_classes
     for what, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidArgumentError(f"{what} must be a positive integer, got {value!r}")
-    model = ResNet(arch, share, num_classes, in_chans)
+    model = ResNet(arch, make_plan(arch, sharing), num_classes, in_chans)
     model.config = {
         "name": name,
         "share": share,
@@ -75,5 +83,16 @@ def create_model(
         "in_chans": in_chans,
         "shortcut": shortcut,
         "dropout": dropout,
+        **sharing.options(),
     }
     return model
+
+
+def _sharing(share: str, **options) -> Sharing:
+    """The Sharing asked for; an option given for another scheme is an error, not ignored."""
+    given = {k: v for k, v in options.items() if v is not None}
+    for option in given:
+        if option not in OPTIONS.get(share, ()):
+            owner = next(s for s, names in OPTIONS.items() if option in names)
+            raise InvalidArgumentError(f"{option} applies to share={owner!r}, not share={share!r}")
+    return Sharing(share, **given)

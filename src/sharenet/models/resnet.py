@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InvalidArgumentError, PlanMismatchError
+from ..errors import PlanMismatchError
 from .families import ArchSpec
 from .norm_act import BatchNormAct2d
-from .sharing import SCHEMES, check_scheme
+from .plan import SharePlan, Sharing, recognise
 from .stage import Stage
 
 
@@ -44,14 +44,17 @@ class Head(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Any of the four families under any sharing scheme; build it with `sharenet.create_model`."""
+    """Any of the four families under any sharing plan; build it with `sharenet.create_model`.
 
-    def __init__(self, arch: ArchSpec, share: str, num_classes: int, in_chans: int = 3):
+    `self.plan` (plan.py) says where every 3x3 conv's kernel comes from; the stages are built from it.
+    """
+
+    def __init__(self, arch: ArchSpec, plan: SharePlan, num_classes: int, in_chans: int = 3):
         super().__init__()
-        self.arch, self.share = arch, share
+        self.arch, self.plan, self.share = arch, plan, plan.scheme
         self.config: dict = {}  # filled by create_model: what rebuilds this model from a file
         self.stem = Stem(arch.stem, in_chans, arch.stem_ch)
-        self.stages = nn.ModuleList(Stage(list(specs), share) for specs in arch.stages)
+        self.stages = nn.ModuleList(Stage(list(specs), plan, i) for i, specs in enumerate(arch.stages))
         self.head = Head(arch.out_ch, num_classes, arch.preact_head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,33 +63,27 @@ class ResNet(nn.Module):
             x = stage(x)
         return self.head(x)
 
-    def keys_under(self, share: str) -> set[str] | None:
-        """The state_dict keys of this architecture under scheme `share` (None where it does not apply)."""
-        try:
-            check_scheme(share, self.arch.kind)
-        except InvalidArgumentError:
-            return None
-        with torch.device("meta"):
-            twin = ResNet(self.arch, share, self.head.fc.out_features, self.stem.conv.in_channels)
-        return set(twin.state_dict())
+    def sharing_of(self, state_dict) -> Sharing | None:
+        """The sharing (scheme and options) under which this architecture has these tensors, if any."""
+        return recognise(self.arch, {k: tuple(v.shape) for k, v in state_dict.items()})
 
-    def scheme_of(self, keys) -> str | None:
-        """The scheme under which this architecture has exactly these state_dict keys, if any."""
-        keys = set(keys)
-        return next((s for s in SCHEMES if self.keys_under(s) == keys), None)
+    def no_weight_decay(self) -> set[str]:
+        """Parameters the papers train without weight decay: template coefficients (Savarese & Maire)."""
+        return {f"{s.path}.coefficients" for s in self.plan.slots if s.source == "templates"}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As nn.Module's, but weights made for another sharing plan fail naming both plans.
 
-        Where the keys identify another plan, a strict load would fail with a list of key names;
-        the error names the two plans and the way to convert instead.
+        Where the tensors identify another plan, a strict load would fail with a list of key
+        names; the error names the two plans and the way to convert instead.
         """
         if strict and self.config and set(state_dict) != set(self.state_dict()):
-            other = self.scheme_of(state_dict)
-            if other is not None and other != self.share:
+            other = self.sharing_of(state_dict)
+            if other is not None and other != self.plan.sharing:
+                theirs = ", ".join(f"{k}={v!r}" for k, v in {"share": other.scheme, **other.options()}.items())
                 raise PlanMismatchError(
-                    f"weights were made for {self.config['name']} share={other!r}, this model is "
-                    f"share={self.share!r}; load them into a share={other!r} model, or fuse them with "
+                    f"weights were made for {self.config['name']} {theirs}, this model is "
+                    f"share={self.share!r}; load them into such a model, or convert them with "
                     f"sharenet.load_weights(model, src, fuse_kernels=True)"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

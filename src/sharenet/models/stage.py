@@ -1,49 +1,62 @@
-"""A stage: the blocks at one spatial scale, and the place where a ShaResNet kernel is owned."""
+"""A stage: the blocks at one spatial scale, and where the plan's shared tensors are owned.
+
+The stage reads its part of the sharing plan (plan.py): it creates the tensors the plan places
+under it (a ShaResNet kernel `shared`, a template `bank`, filter bases `basis`/`basis1`/`basis2`)
+and, as each block asks for its 3x3 convs, builds every conv from its plan slot, handing it the
+shared module it uses.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..errors import InvalidArgumentError
 from .blocks import BlockSpec
-from .layers import SharedKernel
-from .sharing import slot_owners
+from .layers import Conv3x3, SharedKernel
+from .learned import BasisConv3x3, TemplateBank, TemplateConv3x3, orthogonal_bases, orthogonal_coefficients
+from .plan import ConvSlot, Owned, SharePlan
 
 
-def _one_shape(shapes: list[tuple[int, int]], what: str) -> tuple[int, int] | None:
-    if not shapes:
-        return None
-    if len(set(shapes)) > 1:
-        raise InvalidArgumentError(f"{what} would join convs of different shapes: {sorted(set(shapes))}")
-    return shapes[0]
+def make_owned(owned: Owned) -> nn.Module:
+    """The module holding one shared tensor: a kernel (or basis), or a bank of templates."""
+    return (
+        TemplateBank(owned.count, owned.in_ch, owned.out_ch) if owned.count else SharedKernel(owned.in_ch, owned.out_ch)
+    )
+
+
+def make_conv(slot: ConvSlot, owners: dict[str, nn.Module]) -> nn.Module:
+    """The module of one 3x3 slot, as its plan entry says."""
+    shared = owners[slot.owned.path] if slot.owned else None
+    if slot.source == "templates":
+        return TemplateConv3x3(slot.in_ch, slot.out_ch, slot.stride, shared)
+    if slot.source == "basis":
+        return BasisConv3x3(slot.in_ch, slot.out_ch, slot.stride, shared, slot.own_rank)
+    return Conv3x3(slot.in_ch, slot.out_ch, slot.stride, shared)
 
 
 class Stage(nn.Module):
     """Blocks at one spatial scale. Under ShaResNet one 3x3 kernel, `self.shared`, serves every
-    block slot the family's rule picks; under Dai et al. each picked block owns its own."""
+    block slot the family's rule picks; under templates `self.bank` and under filter bases
+    `self.basis` (or `basis1`, `basis2`) serve blocks 2..n; under Dai et al. each picked block
+    owns its kernel."""
 
-    def __init__(self, specs: list[BlockSpec], scheme: str):
+    def __init__(self, specs: list[BlockSpec], plan: SharePlan, index: int):
         super().__init__()
-        owners = [slot_owners(scheme, i, spec) for i, spec in enumerate(specs)]
-        stage_shape = _one_shape(
-            [
-                spec.slot_shapes()[slot]
-                for spec, own in zip(specs, owners, strict=True)
-                for slot, o in own.items()
-                if o == "stage"
-            ],
-            "stage sharing",
-        )
-        self.shared = SharedKernel(*stage_shape) if stage_shape else None
-        self.blocks = nn.ModuleList(self._build(spec, own) for spec, own in zip(specs, owners, strict=True))
-
-    def _build(self, spec: BlockSpec, owners: dict[str, str]) -> nn.Module:
-        block_shape = _one_shape(
-            [spec.slot_shapes()[slot] for slot, o in owners.items() if o == "block"], "block sharing"
-        )
-        block_kernel = SharedKernel(*block_shape) if block_shape else None
-        pick = {"stage": self.shared, "block": block_kernel}
-        return spec.build({slot: pick[o] for slot, o in owners.items()}, own_shared=block_kernel)
+        path = f"stages.{index}"
+        owners = {}
+        for owned in plan.owned_by(path):
+            owners[owned.path] = make_owned(owned)
+            setattr(self, owned.name, owners[owned.path])
+        blocks = []
+        for i, spec in enumerate(specs):
+            block = f"{path}.blocks.{i}"
+            for owned in plan.owned_by(block):  # intra-block kernel, before the block's convs
+                owners[owned.path] = make_owned(owned)
+            slots = plan.block_slots(block)
+            kernel = owners.get(f"{block}.shared")
+            blocks.append(spec.build(lambda name, slots=slots: make_conv(slots[name], owners), own_shared=kernel))
+        self.blocks = nn.ModuleList(blocks)
+        orthogonal_coefficients([m for m in self.modules() if isinstance(m, TemplateConv3x3)])
+        orthogonal_bases([m for name, m in self.named_children() if name.startswith("basis")])
 
     def forward(self, x):
         for block in self.blocks:

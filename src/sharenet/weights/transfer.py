@@ -1,8 +1,10 @@
 """Moving weights between layouts and sharing plans: load_weights, fusion, unshare.
 
-Conversions go through the canonical unshared layout: every conv with its own kernel. A shared
-model expands to it losslessly (`unshare`); it fuses back by averaging the kernels a shared one
-replaces (`fuse`), with a report of how far each source kernel was from that mean.
+Conversions go through the canonical unshared layout: every conv with its own kernel. A model
+under any plan expands to it (`unshare`): hard-shared and template kernels exactly, filter-basis
+convs folded into one kernel each (exact in eval mode, where their BatchNorm is affine). It
+converts back by fitting each shared tensor of the target plan to the kernels it replaces
+(`fuse`, see fit.py), with a report of each conv's relative reconstruction error.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import PlanMismatchError, WeightsError
-from ..models import ResNet, create_model, share_groups
+from ..errors import InvalidArgumentError, PlanMismatchError, WeightsError
+from ..models import ResNet, create_model
+from . import fit
 from .files import read_safetensors
 from .peers import detect_layout, to_sharenet, unwrap
 
@@ -26,7 +29,7 @@ class LoadReport:
     layout: str
     source_share: str
     target_share: str
-    fused: dict[str, dict[str, float]] = field(default_factory=dict)  # kernel key -> conv -> ||mean-src||/||src||
+    fused: dict[str, dict[str, float]] = field(default_factory=dict)  # shared key -> conv -> ||fit-src||/||src||
 
     @property
     def max_distance(self) -> float:
@@ -50,35 +53,67 @@ def read_state(src) -> tuple[dict[str, torch.Tensor], dict | None]:
 
 
 def unshared_state_dict(model: ResNet) -> dict[str, torch.Tensor]:
-    """The model's weights in the unshared layout: each borrowing conv gets its kernel as its own."""
+    """The model's weights in the unshared layout: every 3x3 conv with the kernel it applies as its own.
+
+    A filter-basis conv folds into one kernel plus a bias, which the BatchNorm after it absorbs
+    into its running mean: exact in eval mode. Where no BatchNorm follows, there is no
+    equivalent plain network and this raises InvalidArgumentError.
+    """
     state = dict(model.state_dict())
-    for kernel_key, convs in share_groups(model).items():
-        kernel = state.pop(kernel_key)
-        state.update({f"{conv}.weight": kernel for conv in convs})
+    for key in model.plan.groups():
+        del state[key]
+    for slot in model.plan.slots:
+        if slot.source == "own":
+            continue
+        conv = model.get_submodule(slot.path)
+        for key in slot.tensors():
+            del state[key]
+        if slot.source != "basis":
+            state[f"{slot.path}.weight"] = conv.kernel().detach()
+            continue
+        if slot.norm is None:
+            raise InvalidArgumentError(
+                f"{slot.path}: a filter-basis conv with no BatchNorm after it has no plain equivalent"
+            )
+        kernel, bias = conv.fold()
+        state[f"{slot.path}.weight"] = kernel
+        mean = f"{slot.block}.{slot.norm}.running_mean"
+        state[mean] = state[mean] - bias
     return state
 
 
 def unshare(model: ResNet) -> ResNet:
-    """The equivalent share="none" model: same outputs, every conv with its own kernel copy."""
-    plain = create_model(**{**model.config, "share": "none"})
+    """The equivalent share="none" model, every conv with its own kernel copy: same outputs
+    (for filter bases, in eval mode: their batch statistics in training have no plain equivalent)."""
+    plain = create_model(**{k: v for k, v in model.config.items() if k not in _OPTIONS}, share="none")
     param = next(model.parameters())
     plain.to(device=param.device, dtype=param.dtype)
     plain.load_state_dict({k: v.clone() for k, v in unshared_state_dict(model).items()})
     return plain.train(model.training)
 
 
+_OPTIONS = ("share", "templates", "shared_rank", "unique_rank", "basis")
+
+
 def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Load unshared weights into a shared model: each shared kernel is the mean of those it replaces."""
-    groups = share_groups(model)
+    """Load unshared weights into a model of any plan, fitting each shared tensor to the kernels
+    it replaces (fit.py); returns, per shared tensor, each conv's relative reconstruction error."""
+    plan, current = model.plan, model.state_dict()
     state, report = {}, {}
-    for key in model.state_dict():
-        if key not in groups:
+    for owned in plan.owned():
+        slots = plan.users(owned)
+        kernels = [_take(unshared, f"{s.path}.weight").float() for s in slots]
+        if slots[0].source == "templates":
+            fitted, report[owned.key] = fit.template_bank(owned, slots, kernels, current[owned.key].cpu())
+        elif slots[0].source == "basis":
+            eps = model.get_submodule(f"{slots[0].path}.bn").eps
+            fitted, report[owned.key] = fit.filter_basis(owned, slots, kernels, eps)
+        else:
+            fitted, report[owned.key] = fit.mean_kernel(owned, slots, kernels)
+        state.update(fitted)
+    for key in current:
+        if key not in state:
             state[key] = _take(unshared, key)
-            continue
-        sources = {conv: _take(unshared, f"{conv}.weight").float() for conv in groups[key]}
-        mean = torch.stack(list(sources.values())).mean(0)
-        state[key] = mean
-        report[key] = {conv: float((mean - s).norm() / s.norm().clamp_min(1e-12)) for conv, s in sources.items()}
     model.load_state_dict(state)
     return report
 
@@ -102,16 +137,18 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
     if meta:
         src_config = meta["config"]
     else:
-        scheme = model.scheme_of(state) if layout == "sharenet" else "none"
-        src_config = {**model.config, "share": scheme or model.share}
+        sharing = model.sharing_of(state) if layout == "sharenet" else None
+        plain = {k: v for k, v in model.config.items() if k not in _OPTIONS}
+        src_config = {**plain, "share": "none"} if layout != "sharenet" else (
+            {**plain, "share": sharing.scheme, **sharing.options()} if sharing else model.config)  # fmt: skip
     report = LoadReport(layout, src_config["share"], model.share)
-    if src_config["share"] == model.share and src_config.get("name", model.config["name"]) == model.config["name"]:
+    if all(src_config.get(k) == model.config.get(k) for k in ("name", *_OPTIONS)):
         _strict_load(model, state)
         return report
     if not fuse_kernels:
         raise PlanMismatchError(
             f"weights were made for share={src_config['share']!r}, this model is share={model.share!r}; "
-            "pass fuse_kernels=True (CLI: sharenet import) to average the kernels a shared one replaces"
+            "pass fuse_kernels=True (CLI: sharenet import) to fit the shared tensors to the kernels they replace"
         )
     source = create_model(**src_config)
     _strict_load(source, state)

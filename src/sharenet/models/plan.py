@@ -1,0 +1,310 @@
+"""The sharing plan: for every 3x3 conv of a network, where its kernel comes from.
+
+A plan is data computed from (architecture, scheme, the scheme's options) alone, without building
+a module. `Stage` builds the modules from it; accounting, `sharenet params --describe`, the
+metadata of weight files, plan recognition, fusion, fitting and unshare all read it. Schemes:
+
+- none: every conv owns its kernel.
+- stage (ShaResNet, Boulch 2018): one kernel per stage; which 3x3 convs apply it depends on
+  the family (RULES below, REFERENCE section 1).
+- block (Dai et al. 2019): a block whose conv1 maps C->C applies one kernel in both 3x3 convs.
+- templates (Savarese & Maire 2019, soft sharing): each stage owns a bank of `templates` kernels;
+  every 3x3 conv of blocks 2..n applies its own learned mix of the bank (own coefficients).
+- basis (Kang et al., deeply shared filter bases): every 3x3 conv of blocks 2..n becomes
+  concat(own rank-u basis, the stage's shared rank-s basis) -> BatchNorm -> 1x1 coefficients;
+  ranks scale with the stage width (x1, x2, x4 on CIFAR). "single": one shared basis per stage;
+  "double": one per conv position (conv1s, conv2s).
+The first block of a stage changes its shape (and under ShaResNet's basic-block rule is still
+shared); the learned schemes leave it whole, as both papers do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import InvalidArgumentError
+from .blocks import BlockSpec
+from .families import ArchSpec
+
+SCHEMES = ("none", "stage", "block", "templates", "basis")
+BASIS_KINDS = ("single", "double")
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm state, not parameters
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """What a user asks for: a scheme and its options (each option applies to one scheme)."""
+
+    scheme: str = "none"
+    templates: int = 2  # templates: kernels in each stage's bank (Savarese & Maire's s)
+    shared_rank: int = 16  # basis: filters of the first stage's shared basis (x stage width / first width)
+    unique_rank: int = 1  # basis: each conv's own filters in the first stage (scaled the same way)
+    basis: str = "single"  # basis: one shared basis per stage, or one per conv position ("double")
+
+    def options(self) -> dict:
+        """The options that shape this scheme's model: what configs and weight files record."""
+        if self.scheme == "templates":
+            return {"templates": self.templates}
+        if self.scheme == "basis":
+            return {"shared_rank": self.shared_rank, "unique_rank": self.unique_rank, "basis": self.basis}
+        return {}
+
+
+OPTIONS = {"templates": ("templates",), "basis": ("shared_rank", "unique_rank", "basis")}
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A tensor the plan places under a stage or a block for several convs to use."""
+
+    owner: str  # module path of the owner: "stages.1" or "stages.1.blocks.0"
+    name: str  # its attribute there: "shared", "bank", "basis", "basis1", "basis2"
+    in_ch: int
+    out_ch: int  # a basis: its rank
+    count: int = 0  # a bank: templates; 0 for a single kernel
+
+    @property
+    def path(self) -> str:
+        return f"{self.owner}.{self.name}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.path}.templates" if self.count else f"{self.path}.weight"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        kernel = (self.out_ch, self.in_ch, 3, 3)
+        return (self.count, *kernel) if self.count else kernel
+
+
+@dataclass(frozen=True)
+class ConvSlot:
+    """One 3x3 conv of a block and the source of its kernel."""
+
+    path: str  # module path, "stages.1.blocks.2.conv1"
+    in_ch: int
+    out_ch: int
+    stride: int
+    norm: str | None  # the block's BatchNorm right after this conv, if any (folds a basis's bias)
+    source: str = "own"  # "own" | "shared" | "templates" | "basis"
+    owned: Owned | None = None  # the shared kernel, bank or basis it uses
+    own_rank: int = 0  # basis: filters of its own basis
+
+    @property
+    def block(self) -> str:
+        return self.path.rpartition(".")[0]
+
+    def tensors(self) -> dict[str, tuple[int, ...]]:
+        """state_dict key -> shape of what this conv holds itself (shared tensors excluded)."""
+        p = self.path
+        if self.source == "own":
+            return {f"{p}.weight": (self.out_ch, self.in_ch, 3, 3)}
+        if self.source == "templates":
+            return {f"{p}.coefficients": (self.owned.count,)}
+        if self.source == "basis":
+            rank = self.own_rank + self.owned.out_ch
+            own = {f"{p}.basis.weight": (self.own_rank, self.in_ch, 3, 3)} if self.own_rank else {}
+            norm = {f"{p}.bn.{n}": (rank,) for n in ("weight", "bias", "running_mean", "running_var")}
+            return {**own, **norm, f"{p}.bn.num_batches_tracked": (), f"{p}.coeff.weight": (self.out_ch, rank, 1, 1)}
+        return {}
+
+
+# Which 3x3 slots of block i (spec) a scheme redirects, per block kind: REFERENCE section 1 and 1b.
+Rule = Callable[[int, BlockSpec], tuple[str, ...]]
+
+
+def every_block(*slots: str) -> Rule:
+    """ShaResNet on post-activation basic blocks: the named slots of every block, the first included."""
+    return lambda i, spec: slots
+
+
+def after_first(*slots: str) -> Rule:
+    """Blocks 2..n: the first block of a stage changes the shape and stays whole."""
+    return lambda i, spec: slots if i > 0 else ()
+
+
+def stride_one(*slots: str) -> Rule:
+    """ShaResNet on v1.5 bottlenecks: every 3x3 applied with stride 1."""
+    return lambda i, spec: slots if spec.stride == 1 else ()
+
+
+def channel_preserving(i: int, spec: BlockSpec) -> tuple[str, ...]:
+    """Dai et al.: both 3x3 convs share one kernel when conv1 maps C->C channels."""
+    return ("conv1", "conv2") if spec.in_ch == spec.out_ch else ()
+
+
+RULES: dict[str, dict[str, Rule]] = {
+    "basic": {
+        "stage": every_block("conv2"),
+        "block": channel_preserving,
+        "templates": after_first("conv1", "conv2"),
+        "basis": after_first("conv1", "conv2"),
+    },
+    "bottleneck": {"stage": stride_one("conv2"), "templates": after_first("conv2")},
+    "preact_bottleneck": {"stage": after_first("conv2"), "templates": after_first("conv2")},
+    "wide": {"stage": after_first("conv2"), "block": channel_preserving, "templates": after_first("conv1", "conv2")},
+}
+WHY_NOT = {
+    "block": "needs a block with two 3x3 convs, but {kind} blocks have one",
+    "basis": "is defined (Kang et al.) for post-activation basic blocks (CIFAR ResNets, ResNet-18/34), not {kind}",
+}
+
+
+def check(sharing: Sharing) -> None:
+    """Raise InvalidArgumentError for an unknown scheme or an option out of range."""
+    if sharing.scheme not in SCHEMES:
+        raise InvalidArgumentError(f"unknown sharing scheme {sharing.scheme!r}; valid: {', '.join(SCHEMES)}")
+    for name, value, low in (("templates", sharing.templates, 1), ("shared_rank", sharing.shared_rank, 1),
+                             ("unique_rank", sharing.unique_rank, 0)):  # fmt: skip
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
+    if sharing.basis not in BASIS_KINDS:
+        raise InvalidArgumentError(f"basis must be one of {', '.join(BASIS_KINDS)}, got {sharing.basis!r}")
+
+
+def check_scheme(scheme: str, kind: str) -> None:
+    """Raise InvalidArgumentError for an unknown scheme or one the block kind cannot take."""
+    check(Sharing(scheme))
+    if scheme != "none" and scheme not in RULES[kind]:
+        valid = ", ".join(["none", *RULES[kind]])
+        raise InvalidArgumentError(
+            f"share={scheme!r} {WHY_NOT[scheme].format(kind=kind)}; valid for this family: {valid}"
+        )
+
+
+def _owned(sharing: Sharing, slot: ConvSlot, stage: str, position: int, scale: int) -> Owned:
+    """The tensor a redirected slot uses: whose it is, its name and its shape."""
+    if sharing.scheme == "stage":
+        return Owned(stage, "shared", slot.in_ch, slot.out_ch)
+    if sharing.scheme == "block":
+        return Owned(slot.block, "shared", slot.in_ch, slot.out_ch)
+    if sharing.scheme == "templates":
+        return Owned(stage, "bank", slot.in_ch, slot.out_ch, sharing.templates)
+    name = "basis" if sharing.basis == "single" else f"basis{position + 1}"
+    return Owned(stage, name, slot.in_ch, sharing.shared_rank * scale)
+
+
+@dataclass(frozen=True)
+class SharePlan:
+    """Every 3x3 conv of one network with the source of its kernel, in module order."""
+
+    sharing: Sharing
+    slots: tuple[ConvSlot, ...]
+
+    @property
+    def scheme(self) -> str:
+        return self.sharing.scheme
+
+    def owned(self) -> list[Owned]:
+        """The distinct shared tensors, in the order their first user appears."""
+        return list(dict.fromkeys(s.owned for s in self.slots if s.owned is not None))
+
+    def owned_by(self, owner: str) -> list[Owned]:
+        return [o for o in self.owned() if o.owner == owner]
+
+    def users(self, owned: Owned) -> list[ConvSlot]:
+        return [s for s in self.slots if s.owned == owned]
+
+    def block_slots(self, block: str) -> dict[str, ConvSlot]:
+        """The 3x3 slots of one block by name ("conv1", "conv2")."""
+        return {s.path.rpartition(".")[2]: s for s in self.slots if s.block == block}
+
+    def groups(self) -> dict[str, list[str]]:
+        """state_dict key of each shared tensor -> the convs that use it (weight files record this)."""
+        return {o.key: [s.path for s in self.users(o)] for o in self.owned()}
+
+    def tensors(self) -> dict[str, tuple[int, ...]]:
+        """state_dict key -> shape of every tensor the 3x3 convs and their shared parts hold."""
+        out = {o.key: o.shape for o in self.owned()}
+        for slot in self.slots:
+            out.update(slot.tensors())
+        return out
+
+    def params(self) -> int:
+        """Parameters of those tensors (BatchNorm running statistics excluded), each counted once."""
+        total = 0
+        for key, shape in self.tensors().items():
+            if not key.endswith(BUFFERS):
+                n = 1
+                for d in shape:
+                    n *= d
+                total += n
+        return total
+
+
+def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
+    """The plan of `arch` under `sharing`: the family's rule applied to every block of every stage."""
+    check_scheme(sharing.scheme, arch.kind)
+    check(sharing)
+    rule = RULES[arch.kind].get(sharing.scheme, lambda i, spec: ())
+    first_width = arch.stages[0][0].width
+    slots = []
+    for si, specs in enumerate(arch.stages):
+        stage, scale = f"stages.{si}", specs[0].width // first_width
+        for bi, spec in enumerate(specs):
+            picked = rule(bi, spec)
+            for name, (in_ch, out_ch, stride, norm) in spec.slots().items():
+                slot = ConvSlot(f"{stage}.blocks.{bi}.{name}", in_ch, out_ch, stride, norm)
+                if name in picked:
+                    owned = _owned(sharing, slot, stage, picked.index(name), scale)
+                    own_rank = sharing.unique_rank * scale if sharing.scheme == "basis" else 0
+                    slot = ConvSlot(slot.path, in_ch, out_ch, stride, norm, _SOURCE[sharing.scheme], owned, own_rank)
+                slots.append(slot)
+    plan = SharePlan(sharing, tuple(slots))
+    _check_shapes(plan)
+    return plan
+
+
+_SOURCE = {"stage": "shared", "block": "shared", "templates": "templates", "basis": "basis"}
+
+
+def _check_shapes(plan: SharePlan) -> None:
+    paths: dict[str, Owned] = {}
+    for owned in plan.owned():
+        if paths.setdefault(owned.path, owned) != owned:
+            shapes = sorted({paths[owned.path].shape, owned.shape})
+            raise InvalidArgumentError(f"{plan.scheme} sharing would join convs of different shapes: {shapes}")
+
+
+def recognise(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> Sharing | None:
+    """The sharing under which `arch` holds exactly these 3x3 tensors (state_dict key -> shape), if any.
+
+    Options are read off the shapes (a bank's template count, a basis's ranks); a candidate
+    matches when every tensor of its plan is present with its shape and no tensor that only
+    another candidate's plan has is present.
+    """
+    plans = [make_plan(arch, s) for s in _candidates(arch, shapes)]
+    every = {k for p in plans for k in p.tensors()}
+    for plan in plans:
+        mine = plan.tensors()
+        present = all(k in shapes and tuple(shapes[k]) == v for k, v in mine.items())
+        if present and not any(k in shapes for k in every - set(mine)):
+            return plan.sharing
+    return None
+
+
+def _candidates(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> list[Sharing]:
+    out = [Sharing(s) for s in ("none", "stage", "block") if s == "none" or s in RULES[arch.kind]]
+    first_width = arch.stages[0][0].width
+    for key, shape in shapes.items():
+        if m := re.fullmatch(r"stages\.(\d+)\.bank\.templates", key):
+            out.append(Sharing("templates", templates=shape[0]))
+            break
+    for key, shape in shapes.items():
+        if "basis" in RULES[arch.kind] and (m := re.fullmatch(r"stages\.(\d+)\.basis(1?)\.weight", key)):
+            stage = int(m.group(1))
+            scale = arch.stages[stage][0].width // first_width
+            own = next(
+                (
+                    v
+                    for k, v in shapes.items()
+                    if re.fullmatch(rf"stages\.{stage}\.blocks\.\d+\.conv\d\.basis\.weight", k)
+                ),
+                (0,),
+            )
+            kind = "double" if m.group(2) else "single"
+            out.append(Sharing("basis", shared_rank=shape[0] // scale, unique_rank=own[0] // scale, basis=kind))
+            break
+    return out
