@@ -1,49 +1,78 @@
-"""`sharenet params` (the paper table, or one model's accounting) and `sharenet import`."""
+"""`sharenet params` (the papers' tables, or one model's accounting) and `sharenet import`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..models import NAME_FORMS, SCHEMES, count_params, create_model, describe
-from ..paper import SHARESNET_PARAMS
+import torch
+
+from ..models import NAME_FORMS, SCHEMES, ResNet, count_params, create_model, describe
+from ..models.plan import BASIS_KINDS, OPTIONS
+from ..paper import LEARNED_PARAMS, SHARESNET_PARAMS
 from ..weights import load_weights, save
+
+SCHEME_HELP = (
+    "none; stage: one 3x3 kernel per stage (ShaResNet); block: one per block (Dai et al.); "
+    "templates: per-conv mixes of a bank per stage (Savarese & Maire); basis: shared filter bases (Kang et al.)"
+)
+GROUP_LABEL = {"templates": "template banks", "basis": "shared bases"}  # what a plan group holds
+
+
+def _add_model_args(p: argparse.ArgumentParser, share_help: str) -> None:
+    """--share, its options (passed to create_model only when given), --num-classes, --in-chans."""
+    p.add_argument("--share", default="none", choices=SCHEMES, help=share_help)
+    p.add_argument("--templates", type=int, help="share=templates: kernels in each stage's bank (default 2)")
+    p.add_argument("--shared-rank", type=int, help="share=basis: first-stage rank of the shared basis (default 16)")
+    p.add_argument("--unique-rank", type=int, help="share=basis: first-stage rank of each conv's own basis (default 1)")
+    p.add_argument(
+        "--basis", choices=BASIS_KINDS, help="share=basis: one shared basis per stage, or one per conv position"
+    )
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--in-chans", type=int, default=3)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "params",
-        help="parameter counts: the ShaResNet table, or one model",
-        description=f"Without NAME: the ShaResNet README table. NAME forms: {NAME_FORMS}",
+        help="parameter counts: the papers' tables, or one model",
+        description=f"Without NAME: the ShaResNet table and the learned-sharing counts. NAME forms: {NAME_FORMS}",
     )
-    p.add_argument("name", nargs="?", help="model name; omit for the paper table")
-    p.add_argument("--share", default="none", choices=SCHEMES)
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--describe", action="store_true", help="also print which convs use each shared kernel")
+    p.add_argument("name", nargs="?", help="model name; omit for the papers' tables")
+    _add_model_args(p, SCHEME_HELP)
+    p.add_argument("--describe", action="store_true", help="also print which convs use each shared tensor")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_params)
 
     p = sub.add_parser("import", help="convert a torchvision / CIFAR / sharenet checkpoint to a sharenet file")
     p.add_argument("src", help="checkpoint: .pth/.th/.pt pickle (read with weights_only=True) or .safetensors")
     p.add_argument("--model", required=True)
-    p.add_argument(
-        "--share",
-        default="none",
-        choices=SCHEMES,
-        help="target scheme; a shared target averages the kernels it replaces",
+    _add_model_args(
+        p, "target scheme; its shared tensors are fitted to the kernels they replace (mean, or SVD for templates/basis)"
     )
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(run=run_import)
+
+
+def _create(name: str, args) -> ResNet:
+    """The model the flags ask for; a scheme option reaches create_model only when given, so that
+    one given for another scheme is refused there."""
+    options = {k: getattr(args, k) for names in OPTIONS.values() for k in names}
+    given = {k: v for k, v in options.items() if v is not None}
+    return create_model(name, share=args.share, num_classes=args.num_classes, in_chans=args.in_chans, **given)
+
+
+def _count(name: str, **kwargs) -> int:
+    """Parameters of a model built on the meta device: its count without allocating or initialising it."""
+    with torch.device("meta"):
+        return count_params(create_model(name, **kwargs))
 
 
 def paper_table() -> list[dict]:
     rows = []
     for row in SHARESNET_PARAMS:
-        base = count_params(create_model(row.model, num_classes=row.num_classes))
-        shared = count_params(create_model(row.model, share="stage", num_classes=row.num_classes))
+        base = _count(row.model, num_classes=row.num_classes)
+        shared = _count(row.model, share="stage", num_classes=row.num_classes)
         rows.append({
             "model": row.model, "num_classes": row.num_classes, "baseline": base, "shared": shared,
             "reduction": 1 - shared / base, "readme": row.readme,
@@ -52,44 +81,75 @@ def paper_table() -> list[dict]:
     return rows
 
 
+def learned_table() -> list[dict]:
+    rows = []
+    for row in LEARNED_PARAMS:
+        kwargs = row.create_kwargs()
+        base = _count(row.model, num_classes=row.num_classes)
+        ours = _count(row.model, **kwargs)
+        rows.append({
+            "name": row.name, "model": row.model, "num_classes": row.num_classes, "options": kwargs,
+            "baseline": base, "params": ours, "reduction": 1 - ours / base,
+            "published": row.params, "rounded": row.rounded, "source": row.source,
+            "matches_paper": ours == row.params,
+        })  # fmt: skip
+    return rows
+
+
+def print_tables(sharesnet: list[dict], learned: list[dict]) -> None:
+    print(f"{'model':<18}{'classes':>8}{'baseline':>13}{'ShaResNet':>13}{'saved':>8}  {'README':<24}paper")
+    for r in sharesnet:
+        print(
+            f"{r['model']:<18}{r['num_classes']:>8}{r['baseline']:>13,}{r['shared']:>13,}"
+            f"{r['reduction']:>8.1%}  {r['readme']:<24}{'exact' if r['matches_paper'] else 'DIFFERS'}"
+        )
+    print()
+    header = f"{'learned sharing':<23}{'model':<10}{'classes':>8}{'baseline':>13}{'params':>13}{'saved':>8}"
+    print(f"{header}  {'README':<8}code")
+    for r in learned:
+        print(
+            f"{r['name']:<23}{r['model']:<10}{r['num_classes']:>8}{r['baseline']:>13,}{r['params']:>13,}"
+            f"{r['reduction']:>8.1%}  {r['rounded'] or '-':<8}{'exact' if r['matches_paper'] else 'DIFFERS'}"
+        )
+
+
 def run_params(args) -> int:
     if args.name is None:
-        rows = paper_table()
+        sharesnet, learned = paper_table(), learned_table()
         if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print(f"{'model':<18}{'classes':>8}{'baseline':>13}{'ShaResNet':>13}{'saved':>8}  {'README':<24}paper")
-        for r in rows:
-            print(
-                f"{r['model']:<18}{r['num_classes']:>8}{r['baseline']:>13,}{r['shared']:>13,}"
-                f"{r['reduction']:>8.1%}  {r['readme']:<24}{'exact' if r['matches_paper'] else 'DIFFERS'}"
-            )
+            print(json.dumps({"sharesnet": sharesnet, "learned": learned}, indent=2))
+        else:
+            print_tables(sharesnet, learned)
         return 0
-    model = create_model(args.name, share=args.share, num_classes=args.num_classes, in_chans=args.in_chans)
-    info = describe(model)
+    info = describe(_create(args.name, args))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['model']} share={info['share']} num_classes={info['num_classes']}")
+    options = "".join(f" {k}={v}" for k, v in info["sharing"].items())
+    print(f"{info['model']} share={info['share']}{options} num_classes={info['num_classes']}")
     print(f"  parameters            {info['params']:,}")
     print(f"  conv layers           {info['conv_layers']}")
     print(f"  distinct conv kernels {info['distinct_conv_kernels']}")
     print(f"  MACs per image        {info['macs']:,} at {info['input_size']}x{info['input_size']}")
     if args.describe:
         groups = info["shared_kernels"]
-        print(f"  shared kernels        {len(groups)}" + ("" if groups else " (every conv has its own)"))
+        label = GROUP_LABEL.get(info["share"], "shared kernels")
+        print(f"  {label:<22}{len(groups)}" + ("" if groups else " (every conv has its own)"))
         for key, convs in groups.items():
             print(f"    {key}  used by {len(convs)}: {', '.join(convs)}")
     return 0
 
 
 def run_import(args) -> int:
-    model = create_model(args.model, share=args.share, num_classes=args.num_classes, in_chans=args.in_chans)
+    model = _create(args.model, args)
     report = load_weights(model, args.src, fuse_kernels=True)
     path = save(model, args.out, extra={"imported_from": str(args.src), "layout": report.layout})
     print(
         f"read {args.src} ({report.layout} layout, share={report.source_share}) -> {path} (share={report.target_share})"
     )
-    for key, dists in report.fused.items():
-        print(f"  fused {key} from {len(dists)} kernels: relative distance to mean max {max(dists.values()):.3f}")
+    for key, errors in report.fused.items():
+        worst = max(errors, key=errors.get)
+        mean = sum(errors.values()) / len(errors)
+        fit = f"relative error max {errors[worst]:.3f} ({worst}), mean {mean:.3f}"
+        print(f"  fused {key} from {len(errors)} kernels: {fit}")
     return 0

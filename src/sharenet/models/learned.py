@@ -19,14 +19,22 @@ from .norm_act import BatchNormAct2d
 
 
 class TemplateBank(nn.Module):
-    """`count` kernels (count, out_ch, in_ch, 3, 3), each initialised as a conv's own kernel would be."""
+    """`count` kernels, each initialised as a conv's own kernel would be.
+
+    Stored stacked along the output channels, (count * out_ch, in_ch, 3, 3): a 4-D tensor, which
+    `model.to(memory_format=torch.channels_last)` converts like any conv weight (it refuses 5-D ones).
+    """
 
     def __init__(self, count: int, in_ch: int, out_ch: int):
         super().__init__()
         self.count, self.in_ch, self.out_ch = count, in_ch, out_ch
-        self.templates = nn.Parameter(torch.empty(count, out_ch, in_ch, 3, 3))
-        for template in self.templates.data:
+        self.templates = nn.Parameter(torch.empty(count * out_ch, in_ch, 3, 3))
+        for template in self.templates.data.split(out_ch):
             _init_kernel(template)
+
+    def stack(self) -> torch.Tensor:
+        """The templates as (count, out_ch, in_ch, 3, 3), a view."""
+        return self.templates.unflatten(0, (self.count, self.out_ch))
 
     def extra_repr(self) -> str:
         return f"{self.count} templates, {self.in_ch}, {self.out_ch}, kernel_size=(3, 3)"
@@ -40,7 +48,7 @@ class TemplateConv3x3(Conv3x3):
         self.coefficients = nn.Parameter(torch.zeros(bank.count))  # set by orthogonal_coefficients
 
     def kernel(self) -> torch.Tensor:
-        return torch.tensordot(self.coefficients, self.borrowed.templates, 1)  # (s,) x (s, out, in, 3, 3)
+        return torch.tensordot(self.coefficients, self.borrowed.stack(), 1)  # (s,) x (s, out, in, 3, 3)
 
     def extra_repr(self) -> str:
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}, kernel=mix of {self.borrowed.count} templates"

@@ -75,8 +75,8 @@ class Owned:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        kernel = (self.out_ch, self.in_ch, 3, 3)
-        return (self.count, *kernel) if self.count else kernel
+        # a bank stacks its templates along the output channels: 4-D, so channels_last applies to it
+        return (max(self.count, 1) * self.out_ch, self.in_ch, 3, 3)
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ def _candidates(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> list[Shar
     first_width = arch.stages[0][0].width
     for key, shape in shapes.items():
         if m := re.fullmatch(r"stages\.(\d+)\.bank\.templates", key):
-            out.append(Sharing("templates", templates=shape[0]))
+            out.append(Sharing("templates", templates=shape[0] // shape[1]))  # (s * C, C, 3, 3): C -> C convs
             break
     for key, shape in shapes.items():
         if "basis" in RULES[arch.kind] and (m := re.fullmatch(r"stages\.(\d+)\.basis(1?)\.weight", key)):

@@ -45,14 +45,14 @@ def template_bank(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tenso
     flat = torch.stack([k.flatten() for k in kernels]).double()  # (convs, out*in*9)
     u, s, vh = torch.linalg.svd(flat, full_matrices=False)
     rank = min(owned.count, len(kernels))
-    templates = init.detach().clone().double()
-    templates[:rank] = (s[:rank, None] * vh[:rank]).reshape(rank, *init.shape[1:])
+    templates = init.detach().clone().double().unflatten(0, (owned.count, owned.out_ch))  # (s, out, in, 3, 3)
+    templates[:rank] = (s[:rank, None] * vh[:rank]).reshape(rank, *templates.shape[1:])
     coefficients = torch.zeros(len(kernels), owned.count, dtype=torch.float64)
     coefficients[:, :rank] = u[:, :rank]
     fits = [torch.tensordot(c, templates, 1) for c in coefficients]
     state = {
-        owned.key: templates.float(),
-        **{f"{s.path}.coefficients": c.float() for s, c in zip(slots, coefficients, strict=True)},
+        owned.key: templates.flatten(0, 1),
+        **{f"{s.path}.coefficients": c for s, c in zip(slots, coefficients, strict=True)},
     }
     return state, _errors(slots, [k.double() for k in kernels], fits)
 
@@ -61,7 +61,7 @@ def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor
     """`eps`: the basis BatchNorms' epsilon, so that running_var = 1 - eps makes them the identity."""
     rows = [k.flatten(1).double() for k in kernels]  # each (out, in*9)
     shared = _top(torch.cat(rows), owned.out_ch)  # (s, in*9)
-    state, fits = {owned.key: shared.reshape(owned.shape).float()}, []
+    state, fits = {owned.key: shared.reshape(owned.shape)}, []
     for slot, w in zip(slots, rows, strict=True):
         rest = w - (w @ shared.T) @ shared
         own = _top(rest, slot.own_rank)  # (u, in*9)
@@ -70,11 +70,11 @@ def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor
         fits.append(coeff @ basis)
         rank, p = basis.shape[0], slot.path
         if slot.own_rank:
-            state[f"{p}.basis.weight"] = own.reshape(slot.own_rank, slot.in_ch, 3, 3).float()
+            state[f"{p}.basis.weight"] = own.reshape(slot.own_rank, slot.in_ch, 3, 3)
         state.update({
             f"{p}.bn.weight": torch.ones(rank), f"{p}.bn.bias": torch.zeros(rank),
             f"{p}.bn.running_mean": torch.zeros(rank), f"{p}.bn.running_var": torch.full((rank,), 1.0 - eps),
             f"{p}.bn.num_batches_tracked": torch.tensor(0),
-            f"{p}.coeff.weight": coeff.reshape(slot.out_ch, rank, 1, 1).float(),
+            f"{p}.coeff.weight": coeff.reshape(slot.out_ch, rank, 1, 1),
         })  # fmt: skip
     return state, _errors(slots, rows, fits)

@@ -102,7 +102,7 @@ def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str
     state, report = {}, {}
     for owned in plan.owned():
         slots = plan.users(owned)
-        kernels = [_take(unshared, f"{s.path}.weight").float() for s in slots]
+        kernels = [_take(unshared, f"{s.path}.weight").double() for s in slots]
         if slots[0].source == "templates":
             fitted, report[owned.key] = fit.template_bank(owned, slots, kernels, current[owned.key].cpu())
         elif slots[0].source == "basis":
