@@ -172,10 +172,18 @@ def test_switched_off_by_environment():
 
 @pytest.mark.parametrize(
     ("name", "share", "size"),
-    [("resnet18", "stage", 64), ("resnet50", "stage", 64), ("preact_resnet164", "stage", 16), ("wrn16_4", "block", 16)],
+    [
+        ("resnet18", "stage", 64),
+        ("resnet50", "stage", 64),
+        ("preact_resnet164", "stage", 16),
+        ("wrn16_4", "block", 16),
+        ("wrn16_4", "templates", 16),
+        ("resnet20", "basis", 16),
+    ],
 )
 def test_every_family_trains_as_accurately_with_the_kernel(name, share, size):
-    """ImageNet stem + maxpool, bottleneck (projection shortcut), pre-activation and wide blocks.
+    """ImageNet stem + maxpool, bottleneck (projection shortcut), pre-activation and wide blocks,
+    template mixes and filter-basis convs (a BatchNorm inside the conv).
 
     Deep nets on a batch of 4 are sensitive (BatchNorm over as few as 16 values, ReLU inputs near
     0): plain float32 BatchNorm's gradients differ from float64's by up to 3 % there. The kernel

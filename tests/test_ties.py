@@ -11,8 +11,16 @@ from sharenet.models import create_model
 
 from .helpers import assert_tied
 
-CASES = [("resnet20", "stage"), ("resnet20", "block"), ("wrn16_2", "stage"), ("resnet50", "stage"),
-         ("resnet20", "templates"), ("wrn22_2", "templates"), ("resnet20", "basis"), ("resnet18", "basis")]
+CASES = [
+    ("resnet20", "stage"),
+    ("resnet20", "block"),
+    ("wrn16_2", "stage"),
+    ("resnet50", "stage"),
+    ("resnet20", "templates"),
+    ("wrn22_2", "templates"),
+    ("resnet20", "basis"),
+    ("resnet18", "basis"),
+]
 
 
 def _x(model):

@@ -40,7 +40,7 @@ def fast_path(
     """(train step, inference step, facts) built by the engine exactly as training builds them.
 
     `fused=False` keeps plain BatchNorm where the engine would switch to the fused kernel."""
-    model = create_model(cfg.model.name, share=share, in_chans=shape[0]).to(device)
+    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share)).to(device)
     trainer = build_trainer(cfg, model, device, steps_per_epoch=10_000)  # a full run's compile decision
     if not fused:
         use_fused_kernel(model, on=False)
@@ -58,9 +58,14 @@ def fast_path(
     return (lambda: trainer.step(x, y, 1)), infer, facts
 
 
-def plain_path(name: str, share: str, device, batch: int, shape: tuple[int, int | None]) -> tuple[Callable, Callable]:
+def _options(cfg: Config, share: str) -> dict:
+    """create_model's keywords for `share`, with the config's options for that scheme."""
+    return replace(cfg.model, share=share).create_kwargs()
+
+
+def plain_path(cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None]) -> tuple[Callable, Callable]:
     """What a user writes by hand: eager, fp32, NCHW, torch.optim.SGD defaults."""
-    model = create_model(name, share=share, in_chans=shape[0]).to(device)
+    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x, y = _inputs(model, batch, device, False, shape[1])
 
@@ -131,7 +136,7 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
     fast_train, fast_infer, facts = fast_path(cfg, share, device, batch, shape)
     none_train, _, facts_none = fast_path(cfg, "none", device, batch, shape)
     dtype = getattr(torch, facts["fast_path"]["dtype"])
-    base_train, base_infer = plain_path(name, share, device, batch, shape)
+    base_train, base_infer = plain_path(cfg, share, device, batch, shape)
     for fn in (fast_train, none_train, base_train, fast_infer, base_infer):
         for _ in range(warmup):
             fn()
@@ -139,7 +144,7 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
     train_rates = interleaved(variants, device, steps, rounds, batch)
     train = _median(train_rates)
     infer = _median(interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch))
-    model = create_model(name, share=share, in_chans=in_chans)
+    model = create_model(name, in_chans=in_chans, **_options(cfg, share))
     size = input_size or model.arch.input_size
     macs = count_macs(model, size, in_chans)
     peak = matmul_flops(device, dtype)
@@ -205,7 +210,7 @@ def run_choices(name: str, share: str, batch: int, steps: int = 5, rounds: int =
     """Every CHOICES variant against the plain baseline, interleaved: what each choice gains here."""
     device = torch.device("cpu")
     shape = (in_chans, input_size)
-    base_train, base_infer = plain_path(name, share, device, batch, shape)
+    base_train, base_infer = plain_path(apply(Config(), {"model.name": name}), share, device, batch, shape)
     train, infer, facts = {"baseline": base_train}, {"baseline": base_infer}, {}
     for label, (overrides, fused) in CHOICES.items():
         if overrides["run.precision"] == "bf16" and cpu_isa() == "AVX2":

@@ -125,11 +125,12 @@ def _take(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
 
 
 def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadReport:
-    """Load sharenet, torchvision or CIFAR-layout weights (path or state dict) into `model`.
+    """Load weights (path or state dict) into `model`: sharenet's, torchvision's, the common CIFAR
+    ResNet layout, Kang et al.'s Net_RL2 (filter bases) or Savarese & Maire's SWRN (templates).
 
     Weights for the same plan load exactly. Weights for another plan raise PlanMismatchError
-    naming both, unless `fuse_kernels=True`: then shared kernels become the mean of the source
-    kernels they replace (see `LoadReport.fused`), or are expanded exactly into an unshared model.
+    naming both, unless `fuse_kernels=True`: then each shared tensor of the model is fitted to the
+    source's kernels it replaces (see `LoadReport.fused`), or they are expanded into an unshared model.
     """
     state, meta = read_state(src)
     layout = detect_layout(state)
@@ -137,10 +138,12 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
     if meta:
         src_config = meta["config"]
     else:
-        sharing = model.sharing_of(state) if layout == "sharenet" else None
+        sharing = model.sharing_of(state)  # peers with learned sharing (netrl2, soft-sharing) included
         plain = {k: v for k, v in model.config.items() if k not in _OPTIONS}
-        src_config = {**plain, "share": "none"} if layout != "sharenet" else (
-            {**plain, "share": sharing.scheme, **sharing.options()} if sharing else model.config)  # fmt: skip
+        if sharing is not None:
+            src_config = {**plain, "share": sharing.scheme, **sharing.options()}
+        else:  # fits no plan of this architecture: the strict load below names the keys
+            src_config = model.config if layout == "sharenet" else {**plain, "share": "none"}
     report = LoadReport(layout, src_config["share"], model.share)
     if all(src_config.get(k) == model.config.get(k) for k in ("name", *_OPTIONS)):
         _strict_load(model, state)

@@ -1,0 +1,107 @@
+"""The learned schemes train like the hard ones: on real Fashion-MNIST through the command line,
+with the orthogonality penalty, resumed exactly, compiled, with a weight EMA, across two ranks, benched."""
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import sharenet
+from sharenet.engine.ema import WeightEMA
+from sharenet.models import create_model
+
+from .helpers import assert_tied
+from .test_distributed import torchrun
+from .test_train_cli import sharenet_cli
+
+SCHEMES = {
+    "templates": ["--share", "templates", "--set", "model.templates=1"],
+    "basis": ["--share", "basis", "--set", "model.shared_rank=4", "--set", "model.unique_rank=2",
+              "--set", "model.basis=double", "--set", "optim.ortho_penalty=10"],
+}  # fmt: skip
+COMMON = ["--model", "resnet14", "--batch-size", "64", "--no-progress", "--checkpoint-every", "3"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_train_stop_and_resume_equals_one_run(scheme, fmnist_dir, tmp_path):
+    args = ["train", "--data-dir", str(fmnist_dir), *COMMON, *SCHEMES[scheme]]
+    sharenet_cli(*args, "--max-steps", "6", "--out", str(tmp_path / "whole"))
+    sharenet_cli(*args, "--max-steps", "3", "--out", str(tmp_path / "parts"))
+    resumed = sharenet_cli(*args, "--max-steps", "6", "--out", str(tmp_path / "parts"), "--resume", "auto")
+    assert "resumed from" in resumed.stderr
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "parts" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    config = json.loads((tmp_path / "whole" / "config.json").read_text())
+    model = sharenet.load(tmp_path / "whole" / "model.safetensors")
+    assert model.share == config["model"]["share"] == scheme and assert_tied(model) > 0
+    summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["params"] == sharenet.count_params(model)
+    start = create_model("resnet14", num_classes=10, in_chans=1, **model.plan.sharing.options(), share=scheme)
+    moved = [k for k, v in start.state_dict().items() if v.is_floating_point() and not torch.equal(v, a[k])]
+    assert any(k in moved for k in model.plan.groups()), "the shared tensors did not train"
+
+
+@pytest.mark.slow
+def test_resume_with_other_options_is_refused(fmnist_dir, tmp_path):
+    args = ["train", "--data-dir", str(fmnist_dir), *COMMON, *SCHEMES["templates"], "--out", str(tmp_path / "r")]
+    sharenet_cli(*args, "--max-steps", "3")
+    proc = sharenet_cli(*args, "--max-steps", "6", "--resume", "auto", "--set", "model.templates=2", check=False)
+    assert proc.returncode != 0 and "model.templates" in proc.stderr
+
+
+def test_ema_averages_each_bank_and_basis_once_per_step():
+    for options in ({"share": "templates"}, {"share": "basis"}):
+        model = create_model("resnet14", **options)
+        ema = WeightEMA(model, decay=0.5)
+        with torch.no_grad():
+            for p in ema.module.parameters():
+                p.zero_()
+            for p in model.parameters():
+                p.fill_(1.0)
+        ema.update(model)
+        assert all(torch.all(p == 0.5) for p in ema.module.parameters())
+        assert_tied(ema.module)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [{"share": "templates"}, {"share": "basis"}], ids=lambda o: o["share"])
+def test_compiled_step_agrees_with_eager(options):
+    model = create_model("resnet14", num_classes=10, **options).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 16, 16).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (8,))
+
+    def grads(m, run):
+        F.cross_entropy(run(x), y).backward()
+        return {n: p.grad for n, p in m.named_parameters()}
+
+    eager_model, compiled_model = copy.deepcopy(model), copy.deepcopy(model)
+    eager = grads(eager_model, eager_model)
+    compiled = grads(compiled_model, torch.compile(compiled_model))
+    assert_tied(compiled_model)
+    for name, g in eager.items():
+        assert (compiled[name] - g).norm() <= 1e-3 * g.norm() + 1e-6, name
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_bases_in_step(fmnist_dir, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun(2, "--data-dir", str(fmnist_dir), *COMMON, *SCHEMES["basis"], "--max-steps", "4",
+             "--out", str(out))  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert len(set(summary["rank_param_sha256"])) == 1
+
+
+def test_bench_runs_each_scheme_with_its_options():
+    for share, options in (("templates", ["--set", "model.templates=3"]), ("basis", ["--set", "model.shared_rank=4"])):
+        fast = ["--steps", "1", "--rounds", "1", "--warmup", "1", "--set", "run.compile=off"]
+        proc = sharenet_cli(
+            "bench", "--model", "resnet14", "--share", share, "--batch-size", "4", *fast, *options, "--json"
+        )
+        r = json.loads(proc.stdout)
+        assert r["share"] == share and r["shared_vs_unshared"] > 0 and r["macs_per_image"] > 0
