@@ -11,13 +11,16 @@ from sharenet.models import create_model
 
 from .helpers import assert_tied
 
-CASES = [
+CASES = [  # every family under the hard schemes, every family each learned scheme applies to
     ("resnet20", "stage"),
     ("resnet20", "block"),
     ("wrn16_2", "stage"),
     ("resnet50", "stage"),
+    ("preact_resnet20", "stage"),
     ("resnet20", "templates"),
     ("wrn22_2", "templates"),
+    ("preact_resnet20", "templates"),
+    ("resnet50", "templates"),
     ("resnet20", "basis"),
     ("resnet18", "basis"),
 ]
