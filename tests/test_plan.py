@@ -103,6 +103,7 @@ def test_plan_is_data_built_without_modules():
         (lambda: create_model("resnet20", share="templates", templates=0), "templates must be an integer >= 1"),
         (lambda: create_model("resnet20", share="basis", basis="triple"), "single, double"),
         (lambda: create_model("resnet20", share="basis", unique_rank=-1), "unique_rank"),
+        (lambda: create_model("resnet8", share="templates"), "shares no conv"),  # one block per stage
     ],
 )
 def test_bad_options_explain_themselves(call, words):
@@ -187,12 +188,24 @@ def test_smaller_banks_and_bases_fit_by_least_squares_and_report_each_conv():
     assert fitted < sum((mean - w).norm() ** 2 for w in kernels)
 
 
+@torch.no_grad()
+def test_a_basis_that_spans_the_kernels_fits_them_exactly_beside_own_filters():
+    """Shared ranks of in*9 span every kernel: the own filters then fit noise, which the
+    least-squares coefficients must not count twice."""
+    plain = create_model("resnet14")
+    model = create_model("resnet14", share="basis", shared_rank=144, unique_rank=1)
+    report = sharenet.load_weights(model, plain.state_dict(), fuse_kernels=True).fused
+    assert max(e for errors in report.values() for e in errors.values()) < 1e-5
+
+
 def test_weights_of_another_plan_are_refused_naming_its_options():
     source = create_model("resnet20", share="templates", templates=3)
     target = create_model("resnet20", share="stage")
     with pytest.raises(PlanMismatchError, match="share='templates', templates=3"):
         target.load_state_dict(source.state_dict())
-    with pytest.raises(PlanMismatchError):
+    with pytest.raises(PlanMismatchError, match="templates=3, this model is share='templates', templates=2"):
+        create_model("resnet20", share="templates", templates=2).load_state_dict(source.state_dict())  # same keys
+    with pytest.raises(PlanMismatchError, match="templates=3"):
         sharenet.load_weights(create_model("resnet20", share="templates", templates=2), source.state_dict())
     same = create_model("resnet20", share="templates", templates=3)
     sharenet.load_weights(same, source.state_dict())
@@ -234,9 +247,8 @@ def test_initialisation_follows_the_papers():
 def test_orthogonality_penalty_terms():
     """Kang et al.: squared entries of B B^T - I, shared rows against all rows plus each own basis
     against itself, one mean over all stages; computed here directly on a tiny model."""
-    model = create_model("resnet8", share="basis", shared_rank=2, unique_rank=1)  # n=1: no basis conv
-    with pytest.raises(ValueError, match="share='basis'"):
-        basis_penalty(model)
+    with pytest.raises(InvalidArgumentError, match="share='basis'"):
+        basis_penalty(create_model("resnet14", share="templates"))
     model = create_model("resnet14", share="basis", shared_rank=2, unique_rank=1)
     total, count = 0.0, 0
     model.requires_grad_(False)

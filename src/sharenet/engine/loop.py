@@ -34,26 +34,25 @@ class Trainer:
     ema: object | None = None
     scaler: torch.amp.GradScaler | None = None
     fast: FastPath | None = None  # what the step runs with on this machine, for the run's records
-    penalty: Callable[[], torch.Tensor] | None = None  # added to the loss: the filter bases' orthogonality term
+    penalty: Callable[[], torch.Tensor] | None = None  # minimised with the loss, not logged in it: the bases' term
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward, guard, update. Returns (loss, number correct) as tensors (no host sync)."""
         with autocast(self.device, self.dtype):
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        if self.penalty is not None:
-            loss = loss + self.penalty()
+        objective = loss + self.penalty() if self.penalty is not None else loss  # the logged loss stays comparable
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(objective).backward()
             self.scaler.unscale_(self.optimizer)
         else:
-            loss.backward()
+            objective.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
-        if self.scaler is None and not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+        if self.scaler is None and not bool(torch.isfinite(objective) & torch.isfinite(norm)):
             raise NonFiniteError(
-                f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient norm'} at step {step + 1}; "
+                f"non-finite {'loss' if not torch.isfinite(objective) else 'gradient norm'} at step {step + 1}; "
                 "the step was not applied and the last checkpoint is kept (lower the lr or enable grad_clip, "
                 "then --resume)"
             )

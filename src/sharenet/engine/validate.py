@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..models import create_model
+from ..models.plan import OPTIONS
 from .checkpoint import CheckpointError
 from .config import KEYS, Config, ConfigError
 
@@ -52,10 +53,17 @@ def check_resume_compatible(cfg: Config, state: dict) -> list[str]:
         for k in KEYS.values()
         if k.name.split(".")[0] in saved and value(saved, k) != value(now, k)
     ]
-    fatal = [text for k, text in changed if k.resume]
+    fatal = [text for k, text in changed if k.resume and not _unused_option(k.name, cfg.model.share)]
     if fatal:
         raise CheckpointError("the checkpoint was made with another configuration: " + "; ".join(fatal))
     return [text for k, text in changed if not k.local]
+
+
+def _unused_option(name: str, share: str) -> bool:
+    """A scheme option (model.templates, model.shared_rank, ...) of a scheme other than this run's:
+    it shapes nothing in the checkpoint, so a change of it does not stop a resume."""
+    section, key = name.split(".")
+    return section == "model" and any(key in opts for opts in OPTIONS.values()) and key not in OPTIONS.get(share, ())
 
 
 def _norm(value):

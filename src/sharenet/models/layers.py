@@ -55,6 +55,7 @@ class Conv3x3(nn.Module):
             raise InvalidArgumentError(
                 f"shared kernel maps {kernel.in_ch}->{kernel.out_ch} channels, this conv needs {in_ch}->{out_ch - own}"
             )
+        self.own = own  # output filters of its own (rows of `weight`); the borrowed ones follow
         if own:
             self.weight = nn.Parameter(torch.empty(own, in_ch, 3, 3))
             _init_kernel(self.weight)
@@ -70,13 +71,13 @@ class Conv3x3(nn.Module):
         if not self._borrowed:
             return self.weight
         shared = self._borrowed[0].weight
-        return torch.cat([self.weight, shared]) if "weight" in self._parameters else shared
+        return torch.cat([self.weight, shared]) if self.own else shared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.kernel(), None, self.stride, 1)
 
     def extra_repr(self) -> str:
-        src = "own" if not self._borrowed else "shared" if "weight" not in self._parameters else "own+shared"
+        src = "own" if not self._borrowed else "own+shared" if self.own else "shared"
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}, kernel={src}"
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InvalidArgumentError
 from .layers import Conv3x3, _init_kernel, conv1x1
 from .norm_act import BatchNormAct2d
 
@@ -71,12 +72,13 @@ class BasisConv3x3(nn.Module):
     @torch.no_grad()
     def fold(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(kernel, bias) of the one 3x3 conv this computes in eval mode (BatchNorm is affine there)."""
-        bn = self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (u+s,)
-        coeff = self.coeff.weight.flatten(1)  # (out, u+s)
-        kernel = torch.tensordot(coeff * scale, self.basis.kernel(), 1)  # (out, in, 3, 3)
-        bias = coeff @ (bn.bias - bn.running_mean * scale)
-        return kernel, bias
+        bn, f64 = self.bn, torch.float64  # folded in float64: exact in the model's own dtype
+        scale = bn.weight.to(f64) / torch.sqrt(bn.running_var.to(f64) + bn.eps)  # (u+s,)
+        coeff = self.coeff.weight.flatten(1).to(f64)  # (out, u+s)
+        kernel = torch.tensordot(coeff * scale, self.basis.kernel().to(f64), 1)  # (out, in, 3, 3)
+        bias = coeff @ (bn.bias.to(f64) - bn.running_mean.to(f64) * scale)
+        dtype = self.coeff.weight.dtype
+        return kernel.to(dtype), bias.to(dtype)
 
 
 @torch.no_grad()
@@ -114,7 +116,7 @@ def basis_penalty(model: nn.Module, own: bool = True, weight: float = 1.0) -> to
             continue
         rows = torch.cat(shared).flatten(1)  # (s_total, in*9)
         owns = [m.basis.weight.flatten(1) for m in stage.modules() if isinstance(m, BasisConv3x3)
-                and own and "weight" in m.basis._parameters]  # fmt: skip
+                and own and m.basis.own]  # fmt: skip
         every = torch.cat([rows, *owns])
         gram = rows @ every.T  # (s, s + sum u)
         terms = [(gram - torch.eye(*gram.shape, device=gram.device, dtype=gram.dtype)).square().sum()]
@@ -124,5 +126,5 @@ def basis_penalty(model: nn.Module, own: bool = True, weight: float = 1.0) -> to
             count += len(u) ** 2
         total = sum(terms) if total is None else total + sum(terms)
     if total is None:
-        raise ValueError("the orthogonality penalty needs a model with share='basis'")
+        raise InvalidArgumentError("the orthogonality penalty needs a model with share='basis'")
     return weight * total / count

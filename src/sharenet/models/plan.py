@@ -45,14 +45,10 @@ class Sharing:
 
     def options(self) -> dict:
         """The options that shape this scheme's model: what configs and weight files record."""
-        if self.scheme == "templates":
-            return {"templates": self.templates}
-        if self.scheme == "basis":
-            return {"shared_rank": self.shared_rank, "unique_rank": self.unique_rank, "basis": self.basis}
-        return {}
+        return {name: getattr(self, name) for name in OPTIONS.get(self.scheme, ())}
 
 
-OPTIONS = {"templates": ("templates",), "basis": ("shared_rank", "unique_rank", "basis")}
+OPTIONS = {"templates": ("templates",), "basis": ("shared_rank", "unique_rank", "basis")}  # scheme -> its options
 
 
 @dataclass(frozen=True)
@@ -237,7 +233,7 @@ class SharePlan:
 def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
     """The plan of `arch` under `sharing`: the family's rule applied to every block of every stage."""
     check_scheme(sharing.scheme, arch.kind)
-    check(sharing)
+    check(sharing)  # the options (check_scheme sees the scheme alone)
     rule = RULES[arch.kind].get(sharing.scheme, lambda i, spec: ())
     first_width = arch.stages[0][0].width
     slots = []
@@ -253,6 +249,11 @@ def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
                     slot = ConvSlot(slot.path, in_ch, out_ch, stride, norm, _SOURCE[sharing.scheme], owned, own_rank)
                 slots.append(slot)
     plan = SharePlan(sharing, tuple(slots))
+    if sharing.scheme != "none" and not plan.owned():
+        raise InvalidArgumentError(
+            f"share={sharing.scheme!r} shares no conv of this network: each stage has a single block, "
+            "and this scheme leaves the first block of a stage whole"
+        )
     _check_shapes(plan)
     return plan
 
@@ -275,7 +276,12 @@ def recognise(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> Sharing | N
     matches when every tensor of its plan is present with its shape and no tensor that only
     another candidate's plan has is present.
     """
-    plans = [make_plan(arch, s) for s in _candidates(arch, shapes)]
+    plans = []
+    for sharing in _candidates(arch, shapes):
+        try:
+            plans.append(make_plan(arch, sharing))
+        except InvalidArgumentError:  # options read off malformed shapes, or a scheme that shares nothing here
+            continue
     every = {k for p in plans for k in p.tensors()}
     for plan in plans:
         mine = plan.tensors()
@@ -289,12 +295,14 @@ def _candidates(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> list[Shar
     out = [Sharing(s) for s in ("none", "stage", "block") if s == "none" or s in RULES[arch.kind]]
     first_width = arch.stages[0][0].width
     for key, shape in shapes.items():
-        if m := re.fullmatch(r"stages\.(\d+)\.bank\.templates", key):
+        if re.fullmatch(r"stages\.(\d+)\.bank\.templates", key) and len(shape) == 4:
             out.append(Sharing("templates", templates=shape[0] // shape[1]))  # (s * C, C, 3, 3): C -> C convs
             break
     for key, shape in shapes.items():
         if "basis" in RULES[arch.kind] and (m := re.fullmatch(r"stages\.(\d+)\.basis(1?)\.weight", key)):
             stage = int(m.group(1))
+            if stage >= len(arch.stages) or len(shape) != 4:
+                continue
             scale = arch.stages[stage][0].width // first_width
             own = next(
                 (

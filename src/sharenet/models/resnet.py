@@ -43,6 +43,11 @@ class Head(nn.Module):
         return self.fc(torch.flatten(x.mean((2, 3)), 1))  # (N, C, H, W) -> (N, C) -> (N, classes)
 
 
+def _words(sharing: Sharing) -> str:
+    """ "share='templates', templates=2": a plan as its create_model keywords, for messages."""
+    return ", ".join(f"{k}={v!r}" for k, v in {"share": sharing.scheme, **sharing.options()}.items())
+
+
 class ResNet(nn.Module):
     """Any of the four families under any sharing plan; build it with `sharenet.create_model`.
 
@@ -74,16 +79,17 @@ class ResNet(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As nn.Module's, but weights made for another sharing plan fail naming both plans.
 
-        Where the tensors identify another plan, a strict load would fail with a list of key
-        names; the error names the two plans and the way to convert instead.
+        Where the tensors identify another plan (other keys, or other shapes: another template
+        count or rank), a strict load would fail with a list of keys or sizes; the error names
+        the two plans and the way to convert instead.
         """
-        if strict and self.config and set(state_dict) != set(self.state_dict()):
+        ours = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        if strict and self.config and {k: tuple(v.shape) for k, v in state_dict.items()} != ours:
             other = self.sharing_of(state_dict)
             if other is not None and other != self.plan.sharing:
-                theirs = ", ".join(f"{k}={v!r}" for k, v in {"share": other.scheme, **other.options()}.items())
                 raise PlanMismatchError(
-                    f"weights were made for {self.config['name']} {theirs}, this model is "
-                    f"share={self.share!r}; load them into such a model, or convert them with "
-                    f"sharenet.load_weights(model, src, fuse_kernels=True)"
+                    f"weights were made for {self.config['name']} {_words(other)}, this model is "
+                    f"{_words(self.plan.sharing)}; load them into such a model, or convert them with "
+                    "sharenet.load_weights(model, src, fuse_kernels=True)"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

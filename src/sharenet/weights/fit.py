@@ -10,7 +10,7 @@ error ||fit - kernel|| / ||kernel||:
   when s >= the number of convs; templates beyond the rank keep their initialisation, unmixed.
 - shared filter basis (Kang et al.): the top-s right singular vectors of all the convs' filters
   stacked (out*convs, in*9) as the shared basis; per conv, the top-u singular vectors of what it
-  leaves as the own basis; coefficients by projection on the (orthonormal) basis; the basis
+  leaves as the own basis; coefficients by least squares on the joint basis; the basis
   BatchNorm set to the identity in eval mode.
 """
 
@@ -66,7 +66,7 @@ def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor
         rest = w - (w @ shared.T) @ shared
         own = _top(rest, slot.own_rank)  # (u, in*9)
         basis = torch.cat([own, shared])  # the conv's order: own filters, then shared
-        coeff = w @ basis.T  # (out, u+s)
+        coeff = w @ torch.linalg.pinv(basis)  # (out, u+s); least squares: own rows of a near-zero rest are noise
         fits.append(coeff @ basis)
         rank, p = basis.shape[0], slot.path
         if slot.own_rank:

@@ -118,6 +118,12 @@ def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str
     return report
 
 
+def _plan_words(config: dict) -> str:
+    """ "resnet20 share='templates', templates=2": a config's model and plan, for messages."""
+    plan = ", ".join(f"{k}={config[k]!r}" for k in _OPTIONS if k in config)
+    return f"{config.get('name', '')} {plan}".strip()
+
+
 def _take(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in state:
         raise WeightsError(f"source weights lack {key!r}: they were made for another architecture")
@@ -149,8 +155,9 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
         _strict_load(model, state)
         return report
     if not fuse_kernels:
+        theirs, ours = (_plan_words(c) for c in (src_config, model.config))
         raise PlanMismatchError(
-            f"weights were made for share={src_config['share']!r}, this model is share={model.share!r}; "
+            f"weights were made for {theirs}, this model is {ours}; "
             "pass fuse_kernels=True (CLI: sharenet import) to fit the shared tensors to the kernels they replace"
         )
     source = create_model(**src_config)
