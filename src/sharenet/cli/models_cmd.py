@@ -7,27 +7,23 @@ import json
 
 import torch
 
+from ..engine.config import KEYS
 from ..models import NAME_FORMS, SCHEMES, ResNet, count_params, create_model, describe
-from ..models.plan import BASIS_KINDS, OPTIONS
+from ..models.plan import OPTION_NAMES
 from ..paper import LEARNED_PARAMS, SHARESNET_PARAMS
 from ..weights import load_weights, save
 
-SCHEME_HELP = (
-    "none; stage: one 3x3 kernel per stage (ShaResNet); block: one per block (Dai et al.); "
-    "templates: per-conv mixes of a bank per stage (Savarese & Maire); basis: shared filter bases (Kang et al.)"
-)
+SCHEME_HELP = KEYS["model.share"].why
 GROUP_LABEL = {"templates": "template banks", "basis": "shared bases"}  # what a plan group holds
 
 
 def _add_model_args(p: argparse.ArgumentParser, share_help: str) -> None:
     """--share, its options (passed to create_model only when given), --num-classes, --in-chans."""
     p.add_argument("--share", default="none", choices=SCHEMES, help=share_help)
-    p.add_argument("--templates", type=int, help="share=templates: kernels in each stage's bank (default 2)")
-    p.add_argument("--shared-rank", type=int, help="share=basis: first-stage rank of the shared basis (default 16)")
-    p.add_argument("--unique-rank", type=int, help="share=basis: first-stage rank of each conv's own basis (default 1)")
-    p.add_argument(
-        "--basis", choices=BASIS_KINDS, help="share=basis: one shared basis per stage, or one per conv position"
-    )
+    for name in OPTION_NAMES:  # help and default as the config key declares them
+        key = KEYS[f"model.{name}"]
+        kind = {"choices": key.choices} if key.choices else {"type": key.hint}
+        p.add_argument(f"--{name.replace('_', '-')}", **kind, help=f"{key.why} (default {key.default})")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--in-chans", type=int, default=3)
 
@@ -57,8 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _create(name: str, args) -> ResNet:
     """The model the flags ask for; a scheme option reaches create_model only when given, so that
     one given for another scheme is refused there."""
-    options = {k: getattr(args, k) for names in OPTIONS.values() for k in names}
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: getattr(args, k) for k in OPTION_NAMES if getattr(args, k) is not None}
     return create_model(name, share=args.share, num_classes=args.num_classes, in_chans=args.in_chans, **given)
 
 

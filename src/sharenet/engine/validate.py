@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..models import create_model
-from ..models.plan import OPTIONS
+from ..models.plan import OPTION_NAMES, OPTIONS
 from .checkpoint import CheckpointError
 from .config import KEYS, Config, ConfigError
 
@@ -63,7 +63,7 @@ def _unused_option(name: str, share: str) -> bool:
     """A scheme option (model.templates, model.shared_rank, ...) of a scheme other than this run's:
     it shapes nothing in the checkpoint, so a change of it does not stop a resume."""
     section, key = name.split(".")
-    return section == "model" and any(key in opts for opts in OPTIONS.values()) and key not in OPTIONS.get(share, ())
+    return section == "model" and key in OPTION_NAMES and key not in OPTIONS.get(share, ())
 
 
 def _norm(value):

@@ -47,8 +47,18 @@ class Sharing:
         """The options that shape this scheme's model: what configs and weight files record."""
         return {name: getattr(self, name) for name in OPTIONS.get(self.scheme, ())}
 
+    def words(self) -> str:
+        """ "share='templates', templates=2": the plan as create_model's keywords, for messages."""
+        return ", ".join(f"{k}={v!r}" for k, v in {"share": self.scheme, **self.options()}.items())
+
+    @classmethod
+    def of(cls, config: dict) -> Sharing:
+        """The sharing a model config (create_model's keywords) asks for; absent options: defaults."""
+        return cls(config["share"], **{k: config[k] for k in OPTIONS.get(config["share"], ()) if k in config})
+
 
 OPTIONS = {"templates": ("templates",), "basis": ("shared_rank", "unique_rank", "basis")}  # scheme -> its options
+OPTION_NAMES = tuple(name for names in OPTIONS.values() for name in names)  # every scheme's, once
 
 
 @dataclass(frozen=True)

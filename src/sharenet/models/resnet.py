@@ -43,11 +43,6 @@ class Head(nn.Module):
         return self.fc(torch.flatten(x.mean((2, 3)), 1))  # (N, C, H, W) -> (N, C) -> (N, classes)
 
 
-def _words(sharing: Sharing) -> str:
-    """ "share='templates', templates=2": a plan as its create_model keywords, for messages."""
-    return ", ".join(f"{k}={v!r}" for k, v in {"share": sharing.scheme, **sharing.options()}.items())
-
-
 class ResNet(nn.Module):
     """Any of the four families under any sharing plan; build it with `sharenet.create_model`.
 
@@ -88,8 +83,8 @@ class ResNet(nn.Module):
             other = self.sharing_of(state_dict)
             if other is not None and other != self.plan.sharing:
                 raise PlanMismatchError(
-                    f"weights were made for {self.config['name']} {_words(other)}, this model is "
-                    f"{_words(self.plan.sharing)}; load them into such a model, or convert them with "
+                    f"weights were made for {self.config['name']} {other.words()}, this model is "
+                    f"{self.plan.sharing.words()}; load them into such a model, or convert them with "
                     "sharenet.load_weights(model, src, fuse_kernels=True)"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

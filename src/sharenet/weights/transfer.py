@@ -17,6 +17,7 @@ import torch
 
 from ..errors import InvalidArgumentError, PlanMismatchError, WeightsError
 from ..models import ResNet, create_model
+from ..models.plan import OPTION_NAMES, Sharing
 from . import fit
 from .files import read_safetensors
 from .peers import detect_layout, to_sharenet, unwrap
@@ -92,7 +93,7 @@ def unshare(model: ResNet) -> ResNet:
     return plain.train(model.training)
 
 
-_OPTIONS = ("share", "templates", "shared_rank", "unique_rank", "basis")
+_OPTIONS = ("share", *OPTION_NAMES)  # the config keys that choose the plan
 
 
 def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
@@ -116,12 +117,6 @@ def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str
             state[key] = _take(unshared, key)
     model.load_state_dict(state)
     return report
-
-
-def _plan_words(config: dict) -> str:
-    """ "resnet20 share='templates', templates=2": a config's model and plan, for messages."""
-    plan = ", ".join(f"{k}={config[k]!r}" for k in _OPTIONS if k in config)
-    return f"{config.get('name', '')} {plan}".strip()
 
 
 def _take(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
@@ -155,7 +150,7 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
         _strict_load(model, state)
         return report
     if not fuse_kernels:
-        theirs, ours = (_plan_words(c) for c in (src_config, model.config))
+        theirs, ours = (f"{c.get('name', '')} {Sharing.of(c).words()}".strip() for c in (src_config, model.config))
         raise PlanMismatchError(
             f"weights were made for {theirs}, this model is {ours}; "
             "pass fuse_kernels=True (CLI: sharenet import) to fit the shared tensors to the kernels they replace"
