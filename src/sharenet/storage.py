@@ -15,9 +15,12 @@ import torch
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: a crash never leaves half a file."""
+    """Call write(tmp_path), fsync, then rename over `path`: a crash never leaves half a file.
+
+    The temporary file keeps `path`'s suffix, for writers that check it (torch.export.save).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         with open(tmp, "rb") as f:

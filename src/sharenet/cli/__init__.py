@@ -7,15 +7,17 @@ import sys
 
 from ..errors import SharenetError
 from ..version import __version__
-from . import bench_cmd, models_cmd, study_cmd, train_cmd
+from . import bench_cmd, deploy_cmd, models_cmd, study_cmd, train_cmd
 
-COMMANDS = (models_cmd, train_cmd, bench_cmd, study_cmd)
+COMMANDS = (models_cmd, train_cmd, bench_cmd, study_cmd, deploy_cmd)
 DESCRIPTION = """\
 Parameter-shared residual networks: build ResNets whose 3x3 kernels are shared (ShaResNet's
 per-stage sharing, Dai et al.'s intra-block sharing) or learned from shared parts (Savarese &
 Maire's template banks, Kang et al.'s filter bases), count their parameters against the papers',
 train and evaluate them with the papers' recipes, run studies of shared against unshared
-networks, and measure training speed on this machine. `sharenet COMMAND --help` for each command.
+networks, measure training and inference speed on this machine, export trained models to ONNX or
+torch.export with every shared tensor stored once (optionally int8), and classify images.
+`sharenet COMMAND --help` for each command.
 """
 
 

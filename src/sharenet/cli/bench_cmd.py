@@ -1,4 +1,6 @@
-"""`sharenet bench`: measured training and inference throughput, fast path against baseline."""
+"""`sharenet bench`: measured training and inference throughput, fast path against baseline.
+
+`--infer` instead compares inference runtimes (eager, compiled, onnxruntime fp32 and int8)."""
 
 from __future__ import annotations
 
@@ -15,13 +17,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=KEYS["optim.batch_size"].default)
     p.add_argument("--in-chans", type=int, default=3, help="1 for Fashion-MNIST-shaped input")
     p.add_argument("--input-size", type=int, help="image side (default: the model's native size)")
-    p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    p.add_argument("--steps", type=int, help="steps per variant per round (default 5; --infer: calls at the "
+                   "throughput batch, default 2)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=11, help="interleaved rounds; the median is reported")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--set", action="append", default=[], metavar="run.KEY=VALUE",
                    help="fast-path settings, e.g. run.compile=off or run.precision=fp32")  # fmt: skip
     p.add_argument("--choices", action="store_true",
                    help="CPU: time each fast-path choice (precision, layout, compile, fused BatchNorm)")  # fmt: skip
+    p.add_argument("--infer", action="store_true",
+                   help="inference: eager vs compiled vs onnxruntime fp32/int8, batch-1 latency and batch "
+                   "throughput")  # fmt: skip
+    p.add_argument("--weights", metavar="RUN_OR_SAFETENSORS",
+                   help="--infer: a trained model (int8 calibrated on its training images); default: random "
+                   "weights for --model/--share")  # fmt: skip
+    p.add_argument("--calls", type=int, default=100, help="--infer: batch-1 calls per variant per round")
+    p.add_argument("--infer-batch", type=int, default=256, help="--infer: the throughput batch size")
+    p.add_argument("--threads", type=int, help="--infer: threads for every runtime (default: torch's default here)")
+    p.add_argument("--data-dir", help="--infer --weights: where the run's data set lives, if not found by default")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
@@ -30,9 +43,15 @@ def run(args) -> int:
     from ..bench import format_table, run_bench
     from ..engine.config import ConfigError
 
-    for name, value in (("--batch-size", args.batch_size), ("--steps", args.steps), ("--rounds", args.rounds)):
+    if args.steps is None:
+        args.steps = 2 if args.infer else 5  # a throughput-batch inference call takes as long as several steps
+    checked = {"--batch-size": args.batch_size, "--steps": args.steps, "--rounds": args.rounds, "--calls": args.calls,
+               "--infer-batch": args.infer_batch, "--threads": 1 if args.threads is None else args.threads}  # fmt: skip
+    for name, value in checked.items():
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
+    if args.infer:
+        return run_infer(args)
     if args.choices:
         from ..bench import format_choices, run_choices
 
@@ -43,4 +62,29 @@ def run(args) -> int:
     result = run_bench(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
                        parse_set(args.set), args.in_chans, args.input_size)  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def run_infer(args) -> int:
+    import torch
+
+    from ..deploy.artifact import load_model
+    from ..deploy.bench_infer import format_infer, random_model, run_infer_bench
+    from ..deploy.check import dataset_images
+    from ..errors import InvalidArgumentError
+
+    if args.choices:
+        raise InvalidArgumentError("--infer and --choices are separate benchmarks: pick one")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # run_infer_bench hands torch's count to onnxruntime too
+    if args.weights:
+        if args.input_size:
+            raise InvalidArgumentError("--input-size applies without --weights (a trained model records its own)")
+        model, meta = load_model(args.weights)
+        calibration = dataset_images(meta, "train", 512, args.data_dir)[0]
+    else:
+        model, meta, calibration = random_model(args.model, args.share, args.in_chans, args.input_size)
+    result = run_infer_bench(model, meta, calibration, batch=args.infer_batch, calls=args.calls, steps=args.steps,
+                             rounds=args.rounds, warmup=max(1, args.warmup), weights=args.weights)  # fmt: skip
+    print(json.dumps(result, indent=2) if args.json else format_infer(result))
     return 0

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data import BatchStream, FolderStream, image_folders, load_memory_dataset
+from ..data.imagefolder import MEAN, STD
+from ..deploy.preprocess import Preprocess
 from .config import Config, ConfigError
 
 
@@ -16,6 +18,7 @@ class Streams:
     test: BatchStream | FolderStream
     classes: tuple[str, ...]
     in_chans: int
+    preprocess: Preprocess  # how the test images became tensors, recorded in the weight file
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:
@@ -34,7 +37,7 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
         return Streams(
             FolderStream(train_set, batch, train=True, seed=r.seed, workers=d.workers, **common),
             FolderStream(test_set, r.eval_batch_size, train=False, workers=d.workers, **common),
-            tuple(train_set.classes), 3,
+            tuple(train_set.classes), 3, Preprocess(3, test_set.size, test_set.resize, MEAN, STD),
         )  # fmt: skip
     data = load_memory_dataset(d.dataset, d.data_dir, d.download)
     mean, std = data.channel_stats()
@@ -44,4 +47,7 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
     test = BatchStream(data.test_x, data.test_y, r.eval_batch_size, train=False, **norm, **common)
     if len(train) == 0:
         raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(data.train_y)} training images")
-    return Streams(train, test, data.classes, data.in_chans)
+    side = data.test_x.shape[-1]
+    return Streams(
+        train, test, data.classes, data.in_chans, Preprocess(data.in_chans, side, side, tuple(mean), tuple(std))
+    )

@@ -172,7 +172,8 @@ def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: 
         "rank_param_sha256": dist.gather(tensors_digest(dict(model.named_parameters()))),  # equal on every rank
     }  # fmt: skip
     if run:
-        save(model, run / WEIGHTS, extra={"dataset": cfg.data.dataset, "classes": streams.classes})
+        extra = {"dataset": cfg.data.dataset, "classes": streams.classes, "preprocess": streams.preprocess.to_dict()}
+        save(model, run / WEIGHTS, extra=extra)
         training_curves(run.read_metrics(), run / CURVES, f"{cfg.model.name} share={cfg.model.share}")
         run.write_json(SUMMARY, summary)
         say(f"test top-1 {summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}; wrote {run.path}")
