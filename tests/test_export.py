@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sharenet.cli import main
 from sharenet.deploy.artifact import open_runner
 from sharenet.deploy.check import compare
 from sharenet.deploy.export import export
@@ -98,18 +99,20 @@ def test_pt2_program_stores_each_tensor_once_and_computes_the_model(share, tmp_p
 def trained(fmnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
     sharenet_cli("train", "--data-dir", str(fmnist_dir), "--max-steps", "40", "--batch-size", "64",
-                 "--out", str(out), "--no-progress")  # fmt: skip
+                 "--out", str(out), "--no-progress", "--set", "run.compile=off")  # fmt: skip
     return out
 
 
-def _export_cli(*args):
-    proc = sharenet_cli("export", *args, "--json")
-    return json.loads(proc.stdout)
+def _cli_json(capsys, *args):
+    """`sharenet ARGS --json` in this process (torch and onnx are imported once for the module)."""
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
 
 
-def test_export_check_reports_agreement_on_the_real_test_set(trained, fmnist_dir, tmp_path):
+def test_export_check_reports_agreement_on_the_real_test_set(trained, fmnist_dir, tmp_path, capsys):
     for fmt in ("onnx", "pt2"):
-        r = _export_cli(str(trained), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}"), "--check",
+        r = _cli_json(capsys, "export", str(trained), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}"), "--check",
                         "--data-dir", str(fmnist_dir))  # fmt: skip
         c = r["check"]
         assert c["images"] == 1000 and c["top1_agreement"] == 1.0 and c["relative_diff"] <= 1e-4, r
@@ -126,10 +129,10 @@ def _int8_conv_weights(proto) -> dict[str, int]:
     return uses
 
 
-def test_int8_quantizes_each_shared_kernel_once(trained, fmnist_dir, tmp_path):
-    fp32 = _export_cli(str(trained), "--out", str(tmp_path / "m.onnx"))
-    r = _export_cli(str(trained), "--int8", "--out", str(tmp_path / "q.onnx"), "--check", "--calibration", "256",
-                    "--data-dir", str(fmnist_dir))  # fmt: skip
+def test_int8_quantizes_each_shared_kernel_once(trained, fmnist_dir, tmp_path, capsys):
+    fp32 = _cli_json(capsys, "export", str(trained), "--out", str(tmp_path / "m.onnx"))
+    r = _cli_json(capsys, "export", str(trained), "--int8", "--out", str(tmp_path / "q.onnx"), "--check",
+                  "--calibration", "256", "--data-dir", str(fmnist_dir))  # fmt: skip
     assert r["file_bytes"] < 0.5 * fp32["file_bytes"]
     assert r["check"]["top1"] >= r["check"]["reference_top1"] - 0.03, r["check"]
     proto = onnx.load(str(tmp_path / "q.onnx"))
@@ -153,17 +156,17 @@ def _pngs(fmnist_dir, target, n=24):
     return target
 
 
-def test_predict_from_run_weights_and_onnx_agree_with_the_evaluation(trained, fmnist_dir, tmp_path):
+def test_predict_from_run_weights_and_onnx_agree_with_the_evaluation(trained, fmnist_dir, tmp_path, capsys):
     from sharenet.deploy.check import dataset_images
 
     pngs = _pngs(fmnist_dir, tmp_path / "png")
     onnx_file = tmp_path / "m.onnx"
-    _export_cli(str(trained), "--out", str(onnx_file))
+    _cli_json(capsys, "export", str(trained), "--out", str(onnx_file))
     runner = open_runner(trained)
     x, _ = dataset_images(runner.meta, "test", 24, str(fmnist_dir))
     expected = torch.softmax(runner.run(x), 1)
     for source in (trained, trained / "model.safetensors", onnx_file):
-        rows = json.loads(sharenet_cli("predict", str(source), str(pngs), "--top-k", "3", "--json").stdout)
+        rows = _cli_json(capsys, "predict", str(source), str(pngs), "--top-k", "3")
         assert [r["file"] for r in rows] == sorted(str(p) for p in pngs.iterdir())
         got = torch.tensor([[t["prob"] for t in r["top"]] for r in rows])
         assert torch.allclose(got, expected.topk(3).values, atol=1e-5), source
@@ -171,7 +174,7 @@ def test_predict_from_run_weights_and_onnx_agree_with_the_evaluation(trained, fm
         assert rows[0]["top"][0]["class"] in runner.classes and "T-shirt/top" in runner.classes
 
 
-def test_predict_cifar_and_imagenet_sample_images(cifar10_dir, imagenet_dir, tmp_path):
+def test_predict_cifar_and_imagenet_sample_images(cifar10_dir, imagenet_dir, tmp_path, capsys):
     """Runs trained on the real CIFAR-10 and ImageNet samples classify those image files."""
     from sharenet.data.imagefolder import ImageFolder
 
@@ -183,7 +186,7 @@ def test_predict_cifar_and_imagenet_sample_images(cifar10_dir, imagenet_dir, tmp
     files.mkdir()
     for i, (img, _) in enumerate(images):
         Image.fromarray(img).save(files / f"{i:02d}.png")
-    rows = json.loads(sharenet_cli("predict", str(cifar_run), str(files), "--json").stdout)
+    rows = _cli_json(capsys, "predict", str(cifar_run), str(files))
     runner = open_runner(cifar_run)
     x = torch.stack([torch.from_numpy(img).permute(2, 0, 1).float() / 255 for img, _ in images])
     pre = runner.preprocess
@@ -196,7 +199,7 @@ def test_predict_cifar_and_imagenet_sample_images(cifar10_dir, imagenet_dir, tmp
                  "--batch-size", "4", "--max-steps", "1", "--out", str(imagenet_run), "--no-progress",
                  "--set", "run.eval_batch_size=10", "--set", "data.workers=0")  # fmt: skip
     val = ImageFolder(imagenet_dir / "val", train=False)
-    rows = json.loads(sharenet_cli("predict", str(imagenet_run), str(imagenet_dir / "val"), "--json").stdout)
+    rows = _cli_json(capsys, "predict", str(imagenet_run), str(imagenet_dir / "val"))
     expected = open_runner(imagenet_run).run(torch.stack([val[i][0] for i in range(len(val))])).argmax(1)
     assert [r["file"] for r in rows] == [str(p) for p, _ in val.samples]
     assert [r["top"][0]["index"] for r in rows] == expected.tolist()
@@ -206,32 +209,33 @@ def test_predict_cifar_and_imagenet_sample_images(cifar10_dir, imagenet_dir, tmp
 # --- bad input: one line, non-zero exit
 
 
-def _fails(*args) -> str:
-    proc = sharenet_cli(*args, check=False)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
+def _fails(capsys, *args) -> str:
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
 
 
-def test_bad_exports_and_predictions_say_one_line(trained, tmp_path):
+def test_bad_exports_and_predictions_say_one_line(trained, tmp_path, capsys):
     onnx_file = tmp_path / "m.onnx"
-    _export_cli(str(trained), "--out", str(onnx_file))
-    assert "--int8 needs --format onnx" in _fails("export", str(trained), "--format", "pt2", "--int8",
+    _cli_json(capsys, "export", str(trained), "--out", str(onnx_file))
+    assert "--int8 needs --format onnx" in _fails(capsys, "export", str(trained), "--format", "pt2", "--int8",
                                                   "--out", str(tmp_path / "x.pt2"))  # fmt: skip
-    assert "--batch must be" in _fails("export", str(trained), "--batch", "0", "--out", str(tmp_path / "x.onnx"))
-    assert "does not exist" in _fails("export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.onnx"))
+    out = str(tmp_path / "x.onnx")
+    assert "--batch must be" in _fails(capsys, "export", str(trained), "--batch", "0", "--out", out)
+    assert "does not exist" in _fails(capsys, "export", str(tmp_path / "nothing"), "--out", out)
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(onnx_file.read_bytes()[:5000])
-    assert "cannot load" in _fails("predict", str(truncated), str(trained))
+    assert "cannot load" in _fails(capsys, "predict", str(truncated), str(trained))
     foreign = tmp_path / "foreign.onnx"
     torch.onnx.export(torch.nn.Linear(2, 2), (torch.randn(1, 2),), str(foreign), dynamo=True, verbose=False)
-    assert "no sharenet metadata" in _fails("predict", str(foreign), str(trained))
+    assert "no sharenet metadata" in _fails(capsys, "predict", str(foreign), str(trained))
     not_image = tmp_path / "notes.png"
     not_image.write_text("not an image")
-    assert "cannot read image" in _fails("predict", str(onnx_file), str(not_image))
+    assert "cannot read image" in _fails(capsys, "predict", str(onnx_file), str(not_image))
     (tmp_path / "empty").mkdir()
-    assert "no images" in _fails("predict", str(onnx_file), str(tmp_path / "empty"))
+    assert "no images" in _fails(capsys, "predict", str(onnx_file), str(tmp_path / "empty"))
 
 
 def test_missing_export_extra_is_named(trained, tmp_path):

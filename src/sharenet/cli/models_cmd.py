@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", help="model name; omit for the papers' tables")
     _add_model_args(p, SCHEME_HELP)
     p.add_argument("--describe", action="store_true", help="also print which convs use each shared tensor")
+    p.add_argument("--sizes", action="store_true",
+                   help="without NAME: file bytes of resnet20/56 under each scheme as safetensors, ONNX and int8 "
+                   "ONNX (needs the export extra)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_params)
 
@@ -109,6 +112,12 @@ def print_tables(sharesnet: list[dict], learned: list[dict]) -> None:
 
 
 def run_params(args) -> int:
+    if args.sizes:
+        from ..deploy.sizes import format_sizes, size_table
+
+        rows = size_table(*([args.name], SCHEMES) if args.name else ())
+        print(json.dumps(rows, indent=2) if args.json else format_sizes(rows))
+        return 0
     if args.name is None:
         sharesnet, learned = paper_table(), learned_table()
         if args.json:
