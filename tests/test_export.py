@@ -250,3 +250,13 @@ def test_missing_export_extra_is_named(trained, tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "pip install 'sharenet[export]'" in proc.stderr, proc.stderr
+
+
+def test_opset_and_fixed_batch_are_honoured(tmp_path):
+    model = create_model("resnet20", share="stage").eval()
+    done = export(model, tmp_path / "m.onnx", "onnx", {"config": model.config}, batch=3, opset=20)
+    proto = onnx.load(str(done.path))
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {20}
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [3, 3, 32, 32]
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.allclose(open_runner(done.path).run(x), model(x), atol=1e-4)
