@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--device", choices=KEYS["run.device"].choices)
     p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also average each image's logits with its horizontal flip's (reported beside the plain top-1)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="write a confusion matrix (default: beside)")
     p.set_defaults(run=run_evaluate)
@@ -105,10 +110,13 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    result, out_dir, classes = run_eval(args.source, args.dataset, args.data_dir, args.device, args.batch_size)
+    result, out_dir, classes = run_eval(args.source, args.dataset, args.data_dir, args.device, args.batch_size,
+                                        args.tta)  # fmt: skip
     accuracy = per_class(result["confusion"], classes)
     report = {"top1": result["top1"], "top5": result["top5"], "loss": result["loss"], "samples": result["samples"],
               "per_class": accuracy}  # fmt: skip
+    if args.tta:
+        report.update({f"{k}_tta": result["tta"][k] for k in ("top1", "top5", "loss")})
     if args.plot is not None:
         path = Path(args.plot) if args.plot else out_dir / "confusion.png"
         report["confusion_png"] = str(plot_confusion(result, classes, path, f"{args.source}"))
@@ -117,6 +125,8 @@ def run_evaluate(args) -> int:
         return 0
     print(f"top-1 {report['top1']:.4f}  top-5 {report['top5']:.4f}  loss {report['loss']:.4f}  "
           f"({report['samples']} images)")  # fmt: skip
+    if args.tta:
+        print(f"with flip TTA (2 passes): top-1 {report['top1_tta']:.4f}  top-5 {report['top5_tta']:.4f}")
     width = max(len(c) for c in classes)
     for name, acc in accuracy.items():
         print(f"  {name:<{width}}  {acc:.4f}")

@@ -108,6 +108,8 @@ class DataConfig:
     flip: bool = key(True, "random horizontal flip")
     download: bool = key(True, "fetch a missing data set from its official source, checksum-verified")
     workers: int = key(2, "DataLoader processes, image folders only", low=0)
+    val_split: int = key(0, "hold out the last N training images as a validation set, evaluated every epoch (val_* "
+                         "in metrics.jsonl): tune on it, never on the test set; 0: train on all", low=0, resume=True)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class OptimConfig:
                           "their ImageNet code: false)")
     ema_decay: float = key(0.0, "weight EMA per step, each shared kernel once (0: off); evaluated and saved when on",
                            low=0, below=1, need="0 (off) or in (0, 1)", resume=True)
+    ema_warmup: bool = key(True, "the EMA decay warms up as timm's ModelEmaV3 (min(decay, 1 - (1 + step)^-2/3)): a "
+                           "short run's average forgets the initial weights")
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ class RunConfig:
     keep_checkpoints: int = key(2, "newest complete checkpoints kept on disk", low=1, need="at least one")
     log_every: int = key(50, "steps between metrics.jsonl rows", low=1)
     eval_batch_size: int = key(500, "batch size for test-set evaluation", low=1, need="a positive batch")
+    tta: bool = key(False, "the final evaluation also averages each image's logits with its horizontal flip's "
+                    "(summary.json: test_top1_tta beside the plain test_top1; twice the inference cost)")
     progress: bool = key(True, "progress bar (also off when stderr is not a terminal)", local=True, flag=True)
     sync_bn: bool = key(False, "BatchNorm statistics over the global batch of all ranks (distributed runs)")
 # fmt: on

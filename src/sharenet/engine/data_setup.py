@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -19,6 +19,7 @@ class Streams:
     classes: tuple[str, ...]
     in_chans: int
     preprocess: Preprocess  # how the test images became tensors, recorded in the weight file
+    val: BatchStream | None = None  # the held-out end of the training set (data.val_split)
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:
@@ -33,6 +34,8 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
     batch = per_rank_batch(cfg.optim.batch_size, world_size)
     common = {"device": device, "rank": rank, "world_size": world_size, "memory_format": fmt}
     if d.dataset == "imagefolder":
+        if d.val_split:
+            raise ConfigError("data.val_split applies to in-memory data sets; image folders have their own val/")
         train_set, test_set = image_folders(d.data_dir, r.seed)
         return Streams(
             FolderStream(train_set, batch, train=True, seed=r.seed, workers=d.workers, **common),
@@ -40,6 +43,7 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
             tuple(train_set.classes), 3, Preprocess(3, test_set.size, test_set.resize, MEAN, STD),
         )  # fmt: skip
     data = load_memory_dataset(d.dataset, d.data_dir, d.download)
+    data, held_out = split_validation(data, d.val_split)
     mean, std = data.channel_stats()
     augment = {"pad": d.crop_pad, "flip": d.flip, "reflect": d.reflect_pad} if (d.crop_pad or d.flip) else None
     norm = {"mean": mean, "std": std}
@@ -47,7 +51,17 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
     test = BatchStream(data.test_x, data.test_y, r.eval_batch_size, train=False, **norm, **common)
     if len(train) == 0:
         raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(data.train_y)} training images")
+    val = BatchStream(*held_out, r.eval_batch_size, train=False, **norm, **common) if held_out else None
     side = data.test_x.shape[-1]
-    return Streams(
-        train, test, data.classes, data.in_chans, Preprocess(data.in_chans, side, side, tuple(mean), tuple(std))
-    )
+    preprocess = Preprocess(data.in_chans, side, side, tuple(mean), tuple(std))
+    return Streams(train, test, data.classes, data.in_chans, preprocess, val)
+
+
+def split_validation(data, n: int):
+    """(data with the last n training images removed, (those images, their labels) or None)."""
+    if not n:
+        return data, None
+    if n >= len(data.train_y):
+        raise ConfigError(f"data.val_split={n} leaves no training images of {len(data.train_y)}")
+    held_out = (data.train_x[-n:], data.train_y[-n:])
+    return replace(data, train_x=data.train_x[:-n], train_y=data.train_y[:-n]), held_out

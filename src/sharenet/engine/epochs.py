@@ -119,13 +119,14 @@ def end_epoch(trainer: Trainer, streams: Streams, run, pos: Position, steps_per_
     """Evaluate and log the epoch row; a complete epoch moves the position to the next one."""
     t_eval = time.perf_counter()
     test = evaluate(eval_model(trainer), streams.test.epoch(0), trainer.device, trainer.dtype, len(streams.classes))
+    val = validate(trainer, streams)
     eval_s = time.perf_counter() - t_eval
     wall = clock.elapsed()
     seen = max(1, pos.sums["seen"])
     row = {
         "kind": "epoch", "step": pos.step, "epoch": round(pos.step / steps_per_epoch, 4),
         "train_loss": pos.sums["loss"] / seen, "train_acc": pos.sums["correct"] / seen,
-        "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
+        "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"], **val,
         "lr": trainer.optimizer.param_groups[0]["lr"],
         "img_per_s": clock.steps * streams.train.batch_size * dist.world_size() / max(1e-9, wall - eval_s),
         "epoch_s": wall, "step_s": clock.step_s, "data_s": clock.data_s, "eval_s": eval_s,
@@ -133,11 +134,42 @@ def end_epoch(trainer: Trainer, streams: Streams, run, pos: Position, steps_per_
     }  # fmt: skip
     if run:
         run.log(row)
-    say(f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+    held_out = f"val top-1 {val['val_top1']:.4f} | " if val else ""
+    say(f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | {held_out}"
         f"test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.4f} | {row['img_per_s']:.0f} img/s; "
         f"outside steps {100 * row['outside_steps_fraction']:.1f}%")  # fmt: skip
     if pos.batch >= steps_per_epoch:
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {"loss": 0.0, "correct": 0, "seen": 0}
+
+
+def validate(trainer: Trainer, streams: Streams, tta: bool = False) -> dict:
+    """val_loss/val_top1/val_top5 on the held-out training images ({} without data.val_split)."""
+    if streams.val is None:
+        return {}
+    val = evaluate(eval_model(trainer), streams.val.epoch(0), trainer.device, trainer.dtype, len(streams.classes), tta)
+    suffix = "_tta" if tta else ""
+    return {f"val_{k}{suffix}": val[k] for k in ("loss", "top1", "top5")}
+
+
+def final_evaluation(cfg: Config, trainer: Trainer, streams: Streams) -> dict:
+    """summary.json's measurements: test (and val) of the saved weights; with TTA, the flip-averaged
+    ones beside them; with an EMA, the live weights' test top-1 too, and a note when the EMA is worse."""
+    model, n = eval_model(trainer), len(streams.classes)
+    test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n)
+    out = {"test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
+           "test_samples": test["samples"], **validate(trainer, streams)}  # fmt: skip
+    if cfg.run.tta:
+        tta = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n, tta=True)
+        out.update({"test_top1_tta": tta["top1"], "test_top5_tta": tta["top5"], "test_loss_tta": tta["loss"],
+                    "tta_forward_passes": 2, **validate(trainer, streams, tta=True)})  # fmt: skip
+    if trainer.ema is not None:
+        live = evaluate(dist.unwrap(trainer.model), streams.test.epoch(0), trainer.device, trainer.dtype, n)
+        out.update({"ema_test_top1": test["top1"], "live_test_top1": live["top1"],
+                    "ema_below_live": test["top1"] < live["top1"]})  # fmt: skip
+        if out["ema_below_live"]:
+            say(f"note: the EMA weights (saved, evaluated) score test top-1 {test['top1']:.4f}, below the live "
+                f"weights' {live['top1']:.4f}; lower optim.ema_decay for a run this short")  # fmt: skip
+    return out
 
 
 def eval_model(trainer: Trainer):

@@ -37,7 +37,8 @@ def resolve_source(path: str | Path) -> tuple[Path, Config, Path]:
 
 
 def run_eval(source, dataset: str | None = None, data_dir: str | None = None, device: str | None = None,
-             batch_size: int | None = None) -> tuple[dict, Path, tuple[str, ...]]:  # fmt: skip
+             batch_size: int | None = None, tta: bool = False) -> tuple[dict, Path, tuple[str, ...]]:  # fmt: skip
+    """The test-set measurement of a run or weight file; with `tta`, the flip-averaged one under "tta"."""
     weights, cfg, out_dir = resolve_source(source)
     overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "run.device": device,
                  "run.eval_batch_size": batch_size}  # fmt: skip
@@ -53,6 +54,8 @@ def run_eval(source, dataset: str | None = None, data_dir: str | None = None, de
             f"{weights} predicts {model.config['num_classes']} classes, {cfg.data.dataset} has {len(streams.classes)}"
         )
     result = evaluate(model, streams.test.epoch(0), dev, dtype, len(streams.classes))
+    if tta:
+        result["tta"] = evaluate(model, streams.test.epoch(0), dev, dtype, len(streams.classes), tta=True)
     return result, out_dir, streams.classes
 
 

@@ -20,9 +20,9 @@ from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
 from .device import pick_device
 from .ema import WeightEMA
-from .epochs import Position, eval_model, say, train
+from .epochs import Position, eval_model, final_evaluation, say, train
 from .fastpath import decide, prepare
-from .loop import Trainer, evaluate
+from .loop import Trainer
 from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves
 from .validate import check_config, check_resume_compatible
@@ -90,7 +90,7 @@ def build_trainer(cfg: Config, model, device: torch.device, steps_per_epoch: int
     fast = prepare(model, fast)
     optimizer = build_optimizer(model, o)
     scheduler = build_scheduler(optimizer, o, steps_per_epoch)
-    ema = WeightEMA(model, o.ema_decay) if o.ema_decay > 0 else None
+    ema = WeightEMA(model, o.ema_decay, o.ema_warmup) if o.ema_decay > 0 else None
     wrapped = dist.wrap(model, device)
     if fast.compile:
         wrapped = torch.compile(wrapped)
@@ -161,10 +161,8 @@ def checkpoint(run: RunDir | None, cfg: Config, trainer: Trainer, pos: Position)
 def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: float, img_per_s: float) -> dict:
     """Final evaluation, weights, curves and summary.json."""
     model = eval_model(trainer)  # already the plain module
-    test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, len(streams.classes))
     summary = {
-        "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
-        "test_samples": test["samples"], "params": count_params(dist.unwrap(trainer.model)),
+        **final_evaluation(cfg, trainer, streams), "params": count_params(dist.unwrap(trainer.model)),
         "epochs": pos.step / len(streams.train), "steps": pos.step, "wall_s": wall_s,
         "train_img_per_s": img_per_s, "world_size": dist.world_size(),
         "model": cfg.model.name, "share": cfg.model.share, "dataset": cfg.data.dataset,

@@ -63,13 +63,17 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(dist.unwrap(self.model))
+            self.ema.update(dist.unwrap(self.model), step)
         return loss.detach(), (logits.argmax(1) == y).sum()
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype, num_classes: int) -> dict:
-    """Loss, top-1, top-5 and the confusion matrix over every sample of `batches` (all ranks)."""
+def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype, num_classes: int,
+             tta: bool = False) -> dict:  # fmt: skip
+    """Loss, top-1, top-5 and the confusion matrix over every sample of `batches` (all ranks).
+
+    `tta`: each image's logits averaged with its horizontal flip's (two forward passes).
+    """
     was_training = model.training
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -80,8 +84,9 @@ def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype
     k = min(5, num_classes)
     for x, y in batches:
         with autocast(device, dtype):
-            logits = model(x)
-        logits = logits.float()
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
         loss += F.cross_entropy(logits, y, reduction="sum").double()
         pred = logits.topk(k, 1).indices
         top1 += (pred[:, 0] == y).sum()
