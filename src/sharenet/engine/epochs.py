@@ -166,6 +166,9 @@ def final_evaluation(cfg: Config, trainer: Trainer, streams: Streams) -> dict:
         live = evaluate(dist.unwrap(trainer.model), streams.test.epoch(0), trainer.device, trainer.dtype, n)
         out.update({"ema_test_top1": test["top1"], "live_test_top1": live["top1"],
                     "ema_below_live": test["top1"] < live["top1"]})  # fmt: skip
+        if streams.val is not None:
+            live_val = evaluate(dist.unwrap(trainer.model), streams.val.epoch(0), trainer.device, trainer.dtype, n)
+            out["live_val_top1"] = live_val["top1"]
         if out["ema_below_live"]:
             say(f"note: the EMA weights (saved, evaluated) score test top-1 {test['top1']:.4f}, below the live "
                 f"weights' {live['top1']:.4f}; lower optim.ema_decay for a run this short")  # fmt: skip
