@@ -108,6 +108,9 @@ class DataConfig:
     flip: bool = key(True, "random horizontal flip")
     download: bool = key(True, "fetch a missing data set from its official source, checksum-verified")
     workers: int = key(2, "DataLoader processes, image folders only", low=0)
+    bad_images: str = key("error", "image folders: an image that cannot be decoded stops the run naming it (error), or "
+                          "is skipped and counted (skip: bad_images in metrics.jsonl and summary.json)",
+                          choices=("error", "skip"))
     val_split: int = key(0, "hold out the last N training images as a validation set, evaluated every epoch (val_* "
                          "in metrics.jsonl): tune on it, never on the test set; 0: train on all", low=0, resume=True)
 
@@ -158,6 +161,9 @@ class RunConfig:
                          low=0, need="0 (no limit) or a positive count", flag=True)
     checkpoint_every: int = key(0, "steps between checkpoints, which are also saved at epoch ends (0: only there)",
                                 low=0, need="0 (epoch ends only) or a positive count", flag=True)
+    checkpoint_minutes: float = key(10.0, "also checkpoint when this many minutes passed since the last one, so a "
+                                    "hard kill loses at most that much (0: off)", low=0,
+                                    need="0 (off) or a positive number of minutes")
     keep_checkpoints: int = key(2, "newest complete checkpoints kept on disk", low=1, need="at least one")
     log_every: int = key(50, "steps between metrics.jsonl rows", low=1)
     eval_batch_size: int = key(500, "batch size for test-set evaluation", low=1, need="a positive batch")
