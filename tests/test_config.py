@@ -117,6 +117,10 @@ def test_every_default_and_recipe_is_valid_and_choices_come_from_the_registries(
         ("optim.momentum=1", "must be in [0, 1)"),
         ("run.log_every=0", "needs at least 1"),
         ("data.workers=-1", "needs non-negative"),
+        ("optim.lr=nan", "optim.lr=nan is invalid: needs a finite number >= 0"),
+        ("optim.ema_decay=inf", "optim.ema_decay=inf is invalid: needs a finite number [0, 1)"),
+        ("optim.gamma=-inf", "optim.gamma=-inf is invalid: needs a finite number"),
+        ("run.checkpoint_minutes=nan", "needs a finite number >= 0"),
     ],
 )
 def test_bounds_are_checked_with_their_reason(item, words):

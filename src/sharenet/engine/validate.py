@@ -5,6 +5,8 @@ Bounds and what a checkpoint must match are declared with each key in config.py 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..models import create_model
@@ -20,9 +22,12 @@ def _get(cfg: Config, dotted: str):
 
 def check_config(cfg: Config) -> None:
     for k in KEYS.values():
+        value = _get(cfg, k.name)
+        if isinstance(value, float) and not math.isfinite(value):  # nan passes every comparison below
+            valid = f"a finite number {k.bounds}" if k.bounds else "a finite number"
+            raise ConfigError(f"{k.name}={value!r} is invalid: needs {valid}")
         if k.low is None:
             continue
-        value = _get(cfg, k.name)
         if value < k.low and (k.need or k.below is None):
             need = k.need or ("non-negative" if k.low == 0 else f"at least {k.low:g}")
             raise ConfigError(f"{k.name}={value!r} is invalid: needs {need}")
