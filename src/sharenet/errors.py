@@ -22,3 +22,9 @@ class UnknownModelError(SharenetError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message inside quotes
         return str(self.args[0])
+
+
+class WriteError(SharenetError):
+    """A run's file that cannot be written (a full disk, a read-only directory); what was written before is kept."""
+
+    exit_code = 1

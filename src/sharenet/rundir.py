@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import SharenetError
+from .errors import SharenetError, WriteError
 from .storage import atomic_write
 from .version import __version__
 
@@ -94,7 +94,10 @@ class RunDir:
 
     def write_json(self, name: str, data: dict) -> Path:
         path = self.path / name
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+        try:
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+        except OSError as e:
+            raise WriteError(f"cannot write {path} ({e.strerror or e})") from None
         return path
 
     def write_config(self, config: dict, environment: dict) -> None:
@@ -104,9 +107,18 @@ class RunDir:
         })  # fmt: skip
 
     def log(self, row: dict) -> None:
-        with open(self.path / METRICS, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        """Append one row; a row that does not fit (full disk) is removed again, never left half written."""
+        path, data = self.path / METRICS, (json.dumps(row) + "\n").encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:  # unbuffered: a failure is seen here, not at close
+                data = data[os.write(fd, data) :]
+        except OSError as e:
+            os.ftruncate(fd, size)
+            raise WriteError(f"cannot append to {path} ({e.strerror or e}); the checkpoints are kept") from None
+        finally:
+            os.close(fd)
 
     def read_metrics(self) -> list[dict]:
         path = self.path / METRICS

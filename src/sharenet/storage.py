@@ -6,8 +6,10 @@ downloads (data/): one implementation of each, so that all of them fail and veri
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,8 +28,22 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError:
+        raise
+    except Exception as e:  # torch.save and safetensors report a full disk as their own errors
+        if disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def disk_full(directory: Path, margin: int = 1 << 20) -> bool:
+    """Less than `margin` bytes free where `directory` lives (what a failed write most likely met)."""
+    try:
+        return shutil.disk_usage(directory).free < margin
+    except OSError:
+        return False
 
 
 def file_digest(path: Path, algo: str = "sha256") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine.stop import Stopped
 from ..errors import SharenetError
 from ..version import __version__
 from . import bench_cmd, deploy_cmd, models_cmd, study_cmd, train_cmd
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except SharenetError as e:
         if args.debug:
             raise
-        print(f"sharenet: error: {e}", file=sys.stderr)
+        label = "" if isinstance(e, Stopped) else "error: "  # a requested stop is not an error
+        print(f"sharenet: {label}{e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()

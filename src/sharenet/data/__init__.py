@@ -24,6 +24,13 @@ def load_memory_dataset(name: str, data_dir: str | None, allow_download: bool = 
 
 
 def image_folders(data_dir: str | None, seed: int = 0) -> tuple[ImageFolder, ImageFolder]:
+    """(train, val) of data_dir/train/<class>/ and data_dir/val/<class>/, checked when scanned.
+
+    The classes are train/'s folders; val/ is read with them, so a class folder in val/ that train/
+    lacks is a DataError naming it (its images would silently drop out of the measurement), while a
+    class without a val/ folder is allowed. Empty class folders and zero-byte image files in either
+    are DataErrors naming them; an image that fails to decode is FolderStream's business.
+    """
     if not data_dir:
         raise DataError("dataset imagefolder needs --data-dir holding train/<class>/ and val/<class>/")
     train = ImageFolder(Path(data_dir) / "train", train=True, seed=seed)

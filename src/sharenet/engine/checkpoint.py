@@ -15,13 +15,17 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SharenetError
+from ..errors import SharenetError, WriteError
 from ..rundir import RunDir
 from ..storage import atomic_write, file_digest
 
 
 class CheckpointError(SharenetError):
     """A checkpoint that is missing, corrupt, foreign, or cannot be written."""
+
+
+class CheckpointWriteError(CheckpointError, WriteError):
+    """A checkpoint that could not be written (exit 1): the earlier ones are intact."""
 
 
 _record = RunDir.checkpoint_record
@@ -37,7 +41,7 @@ def save_checkpoint(run_dir: Path | RunDir, state: dict, keep: int = 2) -> Path:
     except OSError as e:
         path.unlink(missing_ok=True)
         target = f": {e.filename2}" if e.filename2 else ""  # a rename's target: the file or its record
-        raise CheckpointError(
+        raise CheckpointWriteError(
             f"cannot write checkpoint {path} ({e.strerror or e}{target}); earlier checkpoints are kept"
         ) from None
     for old in list_checkpoints(run_dir)[keep:]:

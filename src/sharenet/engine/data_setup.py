@@ -37,6 +37,7 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
         if d.val_split:
             raise ConfigError("data.val_split applies to in-memory data sets; image folders have their own val/")
         train_set, test_set = image_folders(d.data_dir, r.seed)
+        common = {**common, "bad_images": d.bad_images}  # FolderStream only: an undecodable image stops or is skipped
         return Streams(
             FolderStream(train_set, batch, train=True, seed=r.seed, workers=d.workers, **common),
             FolderStream(test_set, r.eval_batch_size, train=False, workers=d.workers, **common),

@@ -116,6 +116,11 @@ def all_reduce_sum(t: torch.Tensor) -> None:
         tdist.all_reduce(t)
 
 
+def all_reduce_max(t: torch.Tensor) -> None:
+    if world_size() > 1:
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+
+
 def gather(obj) -> list:
     """`obj` from every rank, in rank order (a one-element list in a single process)."""
     if world_size() == 1:

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from ..rundir import RunDir
 from . import distributed as dist
 from .config import Config
 from .data_setup import Streams
 from .loop import Trainer, evaluate
+from .stop import StopRequest, stopped
 
 
 @dataclass
@@ -63,12 +65,23 @@ class Accumulator:
         self.seen = 0
 
 
-def train(cfg: Config, trainer: Trainer, streams: Streams, run, pos: Position, checkpoint) -> float:
+def train(cfg: Config, trainer: Trainer, streams: Streams, run, pos: Position, checkpoint, stop: StopRequest) -> float:
     """Epochs from `pos` until the last epoch or max_steps; returns the mean training images/s.
 
-    `checkpoint(pos)` saves the training state (rank 0 writes; a no-op elsewhere).
+    `checkpoint(pos)` saves the training state (rank 0 writes; a no-op elsewhere): at epoch ends,
+    every checkpoint_every steps, checkpoint_minutes after the last one, and when `stop` is pending.
     """
     steps_per_epoch, busy, images = len(streams.train), 0.0, 0
+    last_saved = time.monotonic()
+
+    def save(pos: Position, signum: int) -> None:
+        nonlocal last_saved
+        checkpoint(pos)
+        last_saved = time.monotonic()
+        if signum:
+            where = run.path if run else cfg.run.out
+            raise stopped(signum, pos.step, RunDir(where).checkpoint_path(pos.step), where)
+
     while pos.epoch < cfg.optim.epochs and not done(cfg, pos):
         clock, acc, bar = Clock(), Accumulator(trainer.device), progress_bar(cfg, pos, steps_per_epoch)
         t = time.perf_counter()
@@ -81,9 +94,17 @@ def train(cfg: Config, trainer: Trainer, streams: Streams, run, pos: Position, c
             bar.update(1)
             if pos.step % cfg.run.log_every == 0 or pos.batch == steps_per_epoch or done(cfg, pos):
                 log_interval(run, bar, trainer, pos, steps_per_epoch, loss, correct, len(y), clock)
-            if checkpoint_due(cfg, pos, steps_per_epoch):
+            minutes = cfg.run.checkpoint_minutes
+            timed = (
+                bool(minutes)
+                and time.monotonic() - last_saved >= 60 * minutes
+                and pos.batch < steps_per_epoch
+                and not done(cfg, pos)
+            )  # else the epoch end saves it
+            signum = stop.pending(trainer.device)  # once per step on every rank: they agree
+            if checkpoint_due(cfg, pos, steps_per_epoch) or timed or signum:
                 acc.fold_into(pos)
-                checkpoint(pos)
+                save(pos, signum)
             if done(cfg, pos):
                 break
             t = time.perf_counter()
@@ -91,7 +112,7 @@ def train(cfg: Config, trainer: Trainer, streams: Streams, run, pos: Position, c
         acc.fold_into(pos)
         busy, images = busy + clock.elapsed(), images + clock.steps * cfg.optim.batch_size
         end_epoch(trainer, streams, run, pos, steps_per_epoch, clock)
-        checkpoint(pos)
+        save(pos, stop.pending(trainer.device))
     return images / busy if busy else 0.0
 
 
@@ -126,7 +147,7 @@ def end_epoch(trainer: Trainer, streams: Streams, run, pos: Position, steps_per_
     row = {
         "kind": "epoch", "step": pos.step, "epoch": round(pos.step / steps_per_epoch, 4),
         "train_loss": pos.sums["loss"] / seen, "train_acc": pos.sums["correct"] / seen,
-        "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"], **val,
+        "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"], **val, **bad_images(streams),
         "lr": trainer.optimizer.param_groups[0]["lr"],
         "img_per_s": clock.steps * streams.train.batch_size * dist.world_size() / max(1e-9, wall - eval_s),
         "epoch_s": wall, "step_s": clock.step_s, "data_s": clock.data_s, "eval_s": eval_s,
@@ -140,6 +161,12 @@ def end_epoch(trainer: Trainer, streams: Streams, run, pos: Position, steps_per_
         f"outside steps {100 * row['outside_steps_fraction']:.1f}%")  # fmt: skip
     if pos.batch >= steps_per_epoch:
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {"loss": 0.0, "correct": 0, "seen": 0}
+
+
+def bad_images(streams: Streams) -> dict:
+    """Training images skipped so far as undecodable (data.bad_images=skip; image folders only)."""
+    count = getattr(streams.train, "bad_images", None)
+    return {} if count is None else {"bad_images": count}
 
 
 def validate(trainer: Trainer, streams: Streams, tta: bool = False) -> dict:
@@ -157,7 +184,7 @@ def final_evaluation(cfg: Config, trainer: Trainer, streams: Streams) -> dict:
     model, n = eval_model(trainer), len(streams.classes)
     test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n)
     out = {"test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
-           "test_samples": test["samples"], **validate(trainer, streams)}  # fmt: skip
+           "test_samples": test["samples"], **validate(trainer, streams), **bad_images(streams)}  # fmt: skip
     if cfg.run.tta:
         tta = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n, tta=True)
         out.update({"test_top1_tta": tta["top1"], "test_top5_tta": tta["top5"], "test_loss_tta": tta["loss"],

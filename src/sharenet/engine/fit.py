@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import WriteError
 from ..models import basis_penalty, count_params, create_model
 from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
 from ..storage import tensors_digest
@@ -25,6 +26,7 @@ from .fastpath import decide, prepare
 from .loop import Trainer
 from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves
+from .stop import StopRequest
 from .validate import check_config, check_resume_compatible
 
 
@@ -58,8 +60,9 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
         sizes = {"world_size": dist.world_size(), "batch_per_rank": streams.train.batch_size}
         run.write_config({**cfg.to_dict(), **sizes}, trainer.fast.record())
     t0 = time.perf_counter()
-    img_per_s = train(cfg, trainer, streams, run, pos, lambda p: checkpoint(run, cfg, trainer, p))
-    return finish(cfg, trainer, streams, run, pos, time.perf_counter() - t0, img_per_s)
+    with StopRequest() as stop:  # a signal from here on stops after a step, with a checkpoint
+        img_per_s = train(cfg, trainer, streams, run, pos, lambda p: checkpoint(run, cfg, trainer, p), stop)
+        return finish(cfg, trainer, streams, run, pos, time.perf_counter() - t0, img_per_s)
 
 
 def open_run_dir(cfg: Config, resume: str | None) -> RunDir | None:
@@ -155,7 +158,10 @@ def checkpoint(run: RunDir | None, cfg: Config, trainer: Trainer, pos: Position)
         "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
         "config": cfg.to_dict(), "world_size": dist.world_size(),
     }  # fmt: skip
-    save_checkpoint(run, state, cfg.run.keep_checkpoints)
+    t0 = time.perf_counter()
+    path = save_checkpoint(run, state, cfg.run.keep_checkpoints)
+    run.log({"kind": "checkpoint", "step": pos.step, "seconds": time.perf_counter() - t0,
+             "bytes": path.stat().st_size})  # fmt: skip
 
 
 def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: float, img_per_s: float) -> dict:
@@ -170,9 +176,26 @@ def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: 
         "rank_param_sha256": dist.gather(tensors_digest(dict(model.named_parameters()))),  # equal on every rank
     }  # fmt: skip
     if run:
-        extra = {"dataset": cfg.data.dataset, "classes": streams.classes, "preprocess": streams.preprocess.to_dict()}
-        save(model, run / WEIGHTS, extra=extra)
-        training_curves(run.read_metrics(), run / CURVES, f"{cfg.model.name} share={cfg.model.share}")
-        run.write_json(SUMMARY, summary)
+        write_results(cfg, run, model, streams, summary)
         say(f"test top-1 {summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}; wrote {run.path}")
     return summary
+
+
+def write_results(cfg: Config, run: RunDir, model, streams: Streams, summary: dict) -> None:
+    """Weights, then summary.json (the run is finished), then the curves, which may fail without loss.
+
+    The last checkpoint holds the final state: when the weights cannot be written, resuming writes them.
+    """
+    extra = {"dataset": cfg.data.dataset, "classes": streams.classes, "preprocess": streams.preprocess.to_dict()}
+    try:
+        save(model, run / WEIGHTS, extra=extra)
+    except OSError as e:
+        raise WriteError(
+            f"cannot write the final weights {run / WEIGHTS} ({e.strerror or e}); the trained state is in the last "
+            f"checkpoint: make room, then sharenet train --resume auto --out {run.path} writes them"
+        ) from None
+    run.write_json(SUMMARY, summary)
+    try:
+        training_curves(run.read_metrics(), run / CURVES, f"{cfg.model.name} share={cfg.model.share}")
+    except Exception as e:  # a plot is never worth the run: weights and summary are already written
+        say(f"warning: could not write {run / CURVES} ({getattr(e, 'strerror', None) or e}); weights and summary kept")

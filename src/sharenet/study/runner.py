@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.config import ConfigError, apply, flatten, read_yaml
 from ..engine.recipes import recipe_config
+from ..engine.stop import SIGNALS, Stopped
 from ..engine.validate import check_config
 from ..rundir import TRAIN_LOG, RunDir
 
@@ -131,24 +134,64 @@ def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = Fals
         else:
             todo.append(run)
     running: list[tuple[PlannedRun, subprocess.Popen, object]] = []
+    relay = SignalRelay(running)
     try:
-        while todo or running:
-            while todo and len(running) < max(1, jobs):
-                running.append(_start(spec, todo.pop(0), jobs, log))
-            time.sleep(0.2)
-            for item in [r for r in running if r[1].poll() is not None]:
-                run, proc, logfile = item
-                running.remove(item)
-                if logfile is not None:
-                    logfile.close()
-                counts["ran" if proc.returncode == 0 else "failed"] += 1
-                where = f" (its output: {run.out / TRAIN_LOG})" if logfile is not None else ""
-                log(f"finished {run.out}" if proc.returncode == 0 else
-                    f"FAILED ({proc.returncode}): {run.out}{where}; rerun the study to retry it")  # fmt: skip
-    finally:  # Ctrl-C reaches the runs too (same process group): let them stop at a clean point
+        with relay:
+            _drive(spec, todo, running, counts, jobs, relay, log)
+    finally:  # an error in the runner: let the runs stop at a clean point
         for _, proc, _ in running:
             proc.wait()
+    if relay.signum:
+        name = signal.Signals(relay.signum).name
+        raise Stopped(relay.signum, f"stopped by {name}: the runs it reached wrote a checkpoint and stopped; "
+                                    "run the study again to continue them")  # fmt: skip
     return counts
+
+
+class SignalRelay:
+    """Passes SIGTERM, SIGINT and SIGUSR1 on to the running `sharenet train` processes, which stop
+    after a step with a checkpoint (the runs live in their own sessions, so a terminal's Ctrl-C
+    reaches them once, through here); no new run starts after one."""
+
+    def __init__(self, running: list):
+        self.running, self.signum, self._previous = running, 0, {}
+
+    def __enter__(self) -> SignalRelay:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._relay)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _relay(self, signum: int, frame) -> None:
+        self.signum = self.signum or signum
+        for _, proc, _ in self.running:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+
+def _drive(spec, todo: list, running: list, counts: dict, jobs: int, relay: SignalRelay, log) -> None:
+    """Start runs while slots are free (none after a signal), until every started run has ended."""
+    while (todo and not relay.signum) or running:
+        while todo and not relay.signum and len(running) < max(1, jobs):
+            running.append(_start(spec, todo.pop(0), jobs, log))
+        time.sleep(0.2)
+        for item in [r for r in running if r[1].poll() is not None]:
+            run, proc, logfile = item
+            running.remove(item)
+            if logfile is not None:
+                logfile.close()
+            where = f" (its output: {run.out / TRAIN_LOG})" if logfile is not None else ""
+            if relay.signum and proc.returncode == 128 + relay.signum:
+                counts["left"] += 1
+                log(f"stopped {run.out} with a checkpoint")
+                continue
+            counts["ran" if proc.returncode == 0 else "failed"] += 1
+            log(f"finished {run.out}" if proc.returncode == 0 else
+                f"FAILED ({proc.returncode}): {run.out}{where}; rerun the study to retry it")  # fmt: skip
 
 
 def _start(spec: StudySpec, run: PlannedRun, jobs: int, log):
@@ -156,8 +199,9 @@ def _start(spec: StudySpec, run: PlannedRun, jobs: int, log):
     run.out.mkdir(parents=True, exist_ok=True)
     cmd = train_command(spec, run)
     if jobs <= 1:
-        return run, subprocess.Popen(cmd), None
+        return run, subprocess.Popen(cmd, start_new_session=True), None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // jobs)), "PYTHONUNBUFFERED": "1"}
     logfile = open(run.out / TRAIN_LOG, "a")  # noqa: SIM115 (closed when the run ends)
-    return run, subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT), logfile
+    proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+    return run, proc, logfile
