@@ -5,6 +5,7 @@ a test that exists).
 """
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -193,7 +194,7 @@ def test_study_passes_a_signal_on_and_its_runs_lose_no_steps(fmnist_dir, tmp_pat
     step = int(re.search(r"stopped by SIGTERM at step (\d+)", err)[1])
     assert "run the study again" in err and load_checkpoint(run / f"ckpt-{step:08d}.pt")["step"] == step
     again = subprocess.run([sys.executable, "-m", "sharenet", "study", str(spec)], capture_output=True, text=True)
-    assert again.returncode == 0 and f"at step {step}" in (run / "train.log").read_text() + again.stderr
+    assert again.returncode == 0 and f"resumed from {run / f'ckpt-{step:08d}.pt'} at step {step}" in again.stderr
     assert json.loads((run / "summary.json").read_text())["steps"] == 2 * (2560 // 64)
 
 
@@ -205,3 +206,39 @@ def test_every_fault_table_row_is_a_test():
     for path, name in named:
         text = (Path(__file__).parent.parent / path).read_text()
         assert f"def {name}(" in text, f"{path}::{name} is named in the fault table but does not exist"
+
+
+def _torchrun(out: Path, fmnist_dir, *extra) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sharenet",
+           "train", "--data-dir", str(fmnist_dir), "--out", str(out), "--batch-size", "64", "--no-progress",
+           "--set", "run.log_every=1", "--set", "run.compile=off", *extra]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_to_torchrun_stops_every_rank_after_the_same_step(fmnist_dir, tmp_path):
+    """torchrun forwards SIGTERM to each rank; they agree on the step, rank 0 writes its checkpoint."""
+    out = tmp_path / "r"
+    proc = _torchrun(out, fmnist_dir)
+    _signal_at(proc, out, 4, signal.SIGTERM)
+    proc.wait(timeout=120)  # torchrun's own exit code and report follow its SignalException
+    err = proc.stderr.read()
+    stops = re.findall(r"sharenet: stopped by SIGTERM at step (\d+); checkpoint", err)
+    assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # both ranks, one step
+    step = int(stops[0])
+    assert load_checkpoint(out / f"ckpt-{step:08d}.pt")["world_size"] == 2
+
+
+def test_a_rank_killed_under_torchrun_ends_the_run_and_the_checkpoints_resume(fmnist_dir, tmp_path):
+    out = tmp_path / "r"
+    proc = _torchrun(out, fmnist_dir, "--checkpoint-every", "2", "--max-steps", str(UNBOUNDED))
+    _signal_at(proc, out, 5, 0)  # signal 0: only waits for step 5
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(int(ranks[-1]), signal.SIGKILL)  # one rank dies for real
+    assert proc.wait(timeout=120) != 0
+    assert "SIGKILL" in proc.stderr.read() and not (out / "summary.json").exists()
+    kept = sorted(out.glob("ckpt-*.pt"))
+    assert kept and all(load_checkpoint(p)["step"] == int(p.stem[5:]) for p in kept)
+    resumed = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(out), "--batch-size", "64",
+                           "--max-steps", "12", "--resume", "auto", "--no-progress")  # fmt: skip
+    assert "resumed from" in resumed.stderr and json.loads((out / "summary.json").read_text())["steps"] == 12
