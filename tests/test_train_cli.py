@@ -55,7 +55,10 @@ def test_run_directory_holds_every_record(short_run):
     assert config["model"]["share"] == "stage" and config["torch_version"] and config["sharenet_version"]
     assert "env_device" in config and config["recipe"] == "fashion-mnist"
     rows = [json.loads(line) for line in (short_run / "metrics.jsonl").read_text().splitlines()]
-    assert all({"step", "epoch", "lr", "img_per_s"} <= set(r) for r in rows)
+    assert all({"step", "epoch", "lr", "img_per_s"} <= set(r) for r in rows if r["kind"] in ("train", "epoch"))
+    saves = [r for r in rows if r["kind"] == "checkpoint"]  # the cost of each checkpoint, for run.checkpoint_minutes
+    assert saves and all(r["seconds"] > 0 and r["bytes"] > 0 for r in saves)
+    assert {r["kind"] for r in rows} == {"train", "epoch", "checkpoint"}
     train = [r for r in rows if r["kind"] == "train"]
     assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30]
     assert train[-1]["loss"] < train[0]["loss"]  # it learns
