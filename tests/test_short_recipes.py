@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
 from sharenet.engine.ema import warmed_decay
+from sharenet.models import create_model, zero_init_residual
 
 from .test_train_cli import sharenet_cli
 
@@ -57,3 +59,31 @@ def test_validation_split_must_leave_training_images(fmnist_dir, tmp_path):
     proc = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "r"), "--max-steps", "1",
                         "--set", "data.val_split=2560", check=False)  # fmt: skip
     assert proc.returncode == 2 and "leaves no training images" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("name", "share", "blocks"), [("resnet20", "stage", 9), ("resnet50", "stage", 16)])
+def test_zero_init_residual_starts_every_block_as_the_identity(name, share, blocks):
+    """Each block's output is its (ReLU'd) shortcut: the shared kernels are untouched, the scales are zero."""
+    torch.manual_seed(0)
+    model = create_model(name, share=share).eval()
+    kernels = {k: v.clone() for k, v in model.state_dict().items() if "conv" in k or "shared" in k}
+    assert zero_init_residual(model) == blocks
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in kernels.items())
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
+             for stage in model.stages for b in stage.blocks]  # fmt: skip
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+        for block, x, out in seen:
+            torch.testing.assert_close(out, torch.relu(block.shortcut(x)))
+    assert len(seen) == blocks
+    for h in hooks:
+        h.remove()
+
+
+def test_zero_init_residual_is_refused_for_pre_activation_blocks(fmnist_dir, tmp_path):
+    assert zero_init_residual(create_model("wrn16_4")) == 0
+    proc = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "r"), "--model", "wrn16_4",
+                        "--set", "model.zero_init_residual=true", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "pre-activation blocks end in a conv" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -91,6 +91,8 @@ class ModelConfig:
                            resume=True)
     basis: str = key("single", "share=basis: one shared basis per stage, or one per conv position (double)",
                      choices=BASIS_KINDS, resume=True)
+    zero_init_residual: bool = key(False, "start each block as the identity: zero the scale of the BatchNorm before "
+                                   "its residual add (Goyal et al.); post-activation blocks (CIFAR, ImageNet) only")
 
     def create_kwargs(self) -> dict:
         """create_model's keywords: the architecture options and those of the chosen scheme only."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WriteError
-from ..models import basis_penalty, count_params, create_model
+from ..models import basis_penalty, count_params, create_model, zero_init_residual
 from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
 from ..storage import tensors_digest
 from ..weights import save
@@ -81,6 +81,8 @@ def open_run_dir(cfg: Config, resume: str | None) -> RunDir | None:
 def build_model(cfg: Config, streams: Streams, device: torch.device) -> torch.nn.Module:
     m = cfg.model
     model = create_model(m.name, num_classes=len(streams.classes), in_chans=streams.in_chans, **m.create_kwargs())
+    if m.zero_init_residual:
+        zero_init_residual(model)
     return model.to(device)
 
 

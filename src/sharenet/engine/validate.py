@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ..models import create_model
+from ..models import create_model, zero_init_residual
 from ..models.plan import OPTION_NAMES, OPTIONS
 from .checkpoint import CheckpointError
 from .config import KEYS, Config, ConfigError
@@ -35,7 +35,12 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{k.name}={value!r} must be in {k.bounds}")
     m = cfg.model
     with torch.device("meta"):  # validates name, depth, scheme and options without allocating
-        create_model(m.name, **m.create_kwargs())
+        model = create_model(m.name, **m.create_kwargs())
+        if m.zero_init_residual and not zero_init_residual(model):
+            raise ConfigError(
+                f"model.zero_init_residual=true does not apply to {m.name}: its pre-activation blocks "
+                "end in a conv, with no BatchNorm before the residual add; set it to false"
+            )
 
 
 def check_resume_compatible(cfg: Config, state: dict) -> list[str]:

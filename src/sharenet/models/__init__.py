@@ -2,6 +2,7 @@
 
 from . import fused
 from .accounting import count_macs, count_params, describe, share_groups
+from .blocks import zero_init_residual
 from .layers import Conv3x3, SharedKernel
 from .learned import BasisConv3x3, TemplateBank, TemplateConv3x3, basis_penalty
 from .norm_act import BatchNormAct2d, use_fused_kernel
@@ -32,4 +33,5 @@ __all__ = [
     "make_plan",
     "share_groups",
     "use_fused_kernel",
+    "zero_init_residual",
 ]

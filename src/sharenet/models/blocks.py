@@ -55,6 +55,8 @@ class BlockSpec:
 
 
 class _Block(nn.Module):
+    residual_norm: str | None = None  # the BatchNorm just before the residual add; pre-activation blocks have none
+
     def __init__(self, own_shared: SharedKernel | None):
         super().__init__()
         self.shared = own_shared  # intra-block kernel, registered here once; None otherwise
@@ -69,6 +71,8 @@ class _PreActBlock(_Block):
 
 class BasicBlock(_Block):
     """Post-activation basic block (He et al.): conv3x3(stride)-BN-ReLU-conv3x3-BN, add, ReLU."""
+
+    residual_norm = "bn2"
 
     def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
@@ -85,6 +89,8 @@ class BasicBlock(_Block):
 
 class Bottleneck(_Block):
     """Post-activation bottleneck, torchvision's "v1.5": 1x1-BN-ReLU-3x3(stride)-BN-ReLU-1x1-BN."""
+
+    residual_norm = "bn3"
 
     def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
@@ -150,6 +156,22 @@ class WideBasic(_PreActBlock):
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.bn2(out)))
         return out + skip
+
+
+def zero_init_residual(model: nn.Module) -> int:
+    """Zero the scale of each block's last BatchNorm, so that every block starts as the identity.
+
+    Goyal et al.'s initialisation (torchvision's `zero_init_residual`): a short run trains a
+    shallow network first. The scale belongs to the block's own BatchNorm, never to a kernel, so
+    it applies unchanged under every sharing scheme. Pre-activation blocks end in a conv, which
+    may be shared: they have nothing to zero. Returns how many scales were zeroed.
+    """
+    count = 0
+    for block in model.modules():
+        if isinstance(block, _Block) and block.residual_norm:
+            nn.init.zeros_(getattr(block, block.residual_norm).weight)
+            count += 1
+    return count
 
 
 BLOCKS = {
