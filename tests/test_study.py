@@ -165,3 +165,29 @@ def test_interrupted_parallel_study_stops_its_runs_and_resumes(fmnist_dir, tmp_p
     for r in runs:
         assert "resumed from" in (r / "train.log").read_text()
         assert json.loads((r / "summary.json").read_text())["steps"] == budget
+
+
+def test_ablation_report_compares_variants_on_the_held_out_split(fmnist_dir, tmp_path):
+    """Two real variants (two seeds each): the row names the changed setting, its mean and the difference."""
+    for name, lr in (("base", 0.1), ("lower-lr", 0.05)):
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(yaml.safe_dump({
+            "name": name, "recipe": "fashion-mnist", "models": ["resnet8"], "schemes": ["stage"], "seeds": [0, 1],
+            "out": str(tmp_path / "ablation" / name),
+            "base": {"data": {"data_dir": str(fmnist_dir), "val_split": 560}, "optim": {"batch_size": 64, "lr": lr},
+                     "run": {"max_steps": 4, "compile": "off"}},
+        }))  # fmt: skip
+        sharenet_cli("study", str(spec), "--jobs", "2")
+    val = {d.parent.name + d.name[-3:]: json.loads((d / "summary.json").read_text())["val_top1"]
+           for d in (tmp_path / "ablation").glob("*/*")}  # fmt: skip
+    out = tmp_path / "ablation.md"
+    proc = sharenet_cli("report", "--ablation", str(tmp_path / "ablation/base"), str(tmp_path / "ablation/lower-lr"),
+                        "--out", str(out))  # fmt: skip
+    base, lower = (sum(val[f"{n}-s{s}"] for s in (0, 1)) / 2 for n in ("base", "lower-lr"))
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| lower-lr |"))
+    assert f"| `optim.lr=0.05` | 0, 1 | {100 * lower:.2f} ± " in row and f"| {100 * (lower - base):+.2f} |" in row
+    assert "| base | baseline | 0, 1 |" in proc.stdout and "test" not in row
+
+    mixed = sharenet_cli("report", "--ablation", str(tmp_path / "ablation"), "--out", str(out), check=False)
+    assert mixed.returncode != 0 and "runs differ in optim.lr; one variant per folder" in mixed.stderr
+    assert len(mixed.stderr.strip().splitlines()) == 1

@@ -15,10 +15,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_study_cmd)
 
     p = sub.add_parser("report", help="Markdown/CSV table and PNG plots from run directories")
-    p.add_argument("runs", nargs="+", help="run directories or folders holding them")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="run directories or folders holding them (--ablation: one folder per variant, the baseline first)",
+    )
     p.add_argument("--out", default="report.md", help="Markdown file; .csv and .png files go beside it")
     p.add_argument("--title", help="a heading for the Markdown file")
     p.add_argument("--notes", help="a Markdown file appended to the report (commands, hardware, discussion)")
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="compare recipe variants on the held-out split "
+        "(data.val_split): each folder's settings that differ from the first's, val top-1 mean +- std",
+    )
     p.set_defaults(run=run_report)
 
 
@@ -44,6 +54,13 @@ def run_report(args) -> int:
             notes = Path(args.notes).read_text()
         except OSError as e:
             raise SharenetError(f"cannot read --notes {args.notes}: {e.strerror}") from None
+    if args.ablation:
+        from ..study.ablation import write_ablation
+
+        out = write_ablation(args.runs, Path(args.out), args.title, notes)
+        print(out.read_text().split("\n\n")[1 if args.title else 0])
+        print(f"wrote {out}")
+        return 0
     files = write_report(collect(args.runs), Path(args.out), args.title, notes)
     print(Path(files["markdown"]).read_text().split("\n\n")[0])
     print("wrote " + ", ".join(str(p) for p in files.values()))
