@@ -10,8 +10,17 @@ from __future__ import annotations
 from .config import Config, ConfigError, apply
 
 RECIPES: dict[str, dict[str, object]] = {
-    # sharenet's default: resnet20 share=stage on Fashion-MNIST (the README gives its accuracy and time per CPU)
+    # sharenet's default: resnet20 share=stage on Fashion-MNIST (the README gives its accuracy and time per CPU).
+    # 5 epochs: fashion-mnist-15 cut to a third, then no crop, label smoothing 0.1 and lr 0.2, each kept for
+    # its gain on the held-out split (docs/recipe-5-epochs.md)
     "fashion-mnist": {
+        "data.dataset": "fashion-mnist", "data.crop_pad": 0, "data.flip": True,
+        "optim.epochs": 5, "optim.batch_size": 128, "optim.lr": 0.2, "optim.nesterov": True,
+        "optim.weight_decay": 5e-4, "optim.schedule": "cosine", "optim.warmup_steps": 200,
+        "optim.label_smoothing": 0.1, "run.tta": True,
+    },
+    # the default until #15 (93.6 % in 15 epochs); the published 3-epoch study (docs/results.md) used it
+    "fashion-mnist-15": {
         "data.dataset": "fashion-mnist", "data.crop_pad": 2, "data.flip": True,
         "optim.epochs": 15, "optim.batch_size": 128, "optim.lr": 0.1, "optim.nesterov": True,
         "optim.weight_decay": 5e-4, "optim.schedule": "cosine", "optim.warmup_steps": 200,
