@@ -38,7 +38,17 @@ def test_recipes_carry_the_papers_values():
         (30, 60),
         "imagefolder",
     )
-    assert set(RECIPES) == {"fashion-mnist", "cifar-wrn", "cifar-he", "imagenet-fb"}
+    fm = recipe_config("fashion-mnist")  # #15: 5 epochs, chosen on the held-out split (docs/recipe-5-epochs.md)
+    assert (fm.optim.epochs, fm.optim.lr, fm.optim.label_smoothing, fm.data.crop_pad, fm.run.tta) == (
+        5,
+        0.2,
+        0.1,
+        0,
+        True,
+    )
+    old = recipe_config("fashion-mnist-15")  # the default before, which the published study used
+    assert (old.optim.epochs, old.optim.lr, old.optim.label_smoothing, old.data.crop_pad) == (15, 0.1, 0.0, 2)
+    assert set(RECIPES) == {"fashion-mnist", "fashion-mnist-15", "cifar-wrn", "cifar-he", "imagenet-fb"}
 
 
 def test_overrides_are_typed():

@@ -130,7 +130,8 @@ def test_resume_trains_with_the_new_lr_and_momentum(stopped_run, fmnist_dir, tmp
     end = STOP + 4
     proc = sharenet_cli(*_args(fmnist_dir, out, "--max-steps", str(end), "--resume", "auto", "--lr", "0.05",
                               "--set", "optim.momentum=0.5", "--set", "run.log_every=1"))  # fmt: skip
-    assert "optim.lr: 0.1 -> 0.05" in proc.stderr and "optim.momentum: 0.9 -> 0.5" in proc.stderr
+    default_lr = recipe_config("fashion-mnist").optim.lr
+    assert f"optim.lr: {default_lr} -> 0.05" in proc.stderr and "optim.momentum: 0.9 -> 0.5" in proc.stderr
     overrides = {"optim.batch_size": BATCH, "optim.ema_decay": 0.9}
     new = apply(recipe_config("fashion-mnist"), {**overrides, "optim.lr": 0.05, "optim.momentum": 0.5}).optim
     old = apply(recipe_config("fashion-mnist"), overrides).optim
