@@ -191,3 +191,32 @@ def test_ablation_report_compares_variants_on_the_held_out_split(fmnist_dir, tmp
     mixed = sharenet_cli("report", "--ablation", str(tmp_path / "ablation"), "--out", str(out), check=False)
     assert mixed.returncode != 0 and "runs differ in optim.lr; one variant per folder" in mixed.stderr
     assert len(mixed.stderr.strip().splitlines()) == 1
+
+
+def test_published_recipe_reports_regenerate_from_their_run_records(tmp_path):
+    """#15's two reports: the ablation on the held-out split and the five test-set seeds of the default."""
+    docs = Path(__file__).parent.parent / "docs"
+    variants = [str(docs / "recipe-5-epochs" / v) for v in ABLATION]
+    out = tmp_path / "recipe-5-epochs.md"
+    sharenet_cli("report", "--ablation", *variants, "--out", str(out), "--title", ABLATION_TITLE,
+                 "--notes", str(docs / "recipe-5-epochs-notes.md"))  # fmt: skip
+    assert out.read_text() == (docs / "recipe-5-epochs.md").read_text()
+    out = tmp_path / "recipe-5-epochs-test.md"
+    sharenet_cli("report", str(docs / "recipe-5-epochs" / "test-5-seeds"), "--out", str(out), "--title", TEST_TITLE,
+                 "--notes", str(docs / "recipe-5-epochs-test-notes.md"))  # fmt: skip
+    assert out.read_text() == (docs / "recipe-5-epochs-test.md").read_text()
+    rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
+    assert [(r["model"], r["share"], r["n"]) for r in rows] == [("resnet20", "stage", "5")]
+    summaries = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / "test-5-seeds").glob("*/summary.json")]
+    assert all(s["epochs"] == 5 and s["params"] == 172_666 and s["test_samples"] == 10_000 for s in summaries)
+    configs = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / "test-5-seeds").glob("*/config.json")]
+    assert all(c["recipe"] == "fashion-mnist" and c["data"]["val_split"] == 0 for c in configs)
+    default = recipe_config("fashion-mnist")
+    assert all(c["optim"]["lr"] == default.optim.lr and c["data"]["crop_pad"] == default.data.crop_pad
+               for c in configs)  # fmt: skip
+
+
+ABLATION = ("default", "base", "with-crop", "no-smoothing", "lr-0.1", "screen-zero-init", "screen-batch-64",
+            "screen-base-batch-64")  # fmt: skip
+ABLATION_TITLE = "Issue #15: the 5-epoch recipe, ablation on the held-out split"
+TEST_TITLE = "Issue #15: the default recipe, 5 epochs, 5 seeds (test set)"

@@ -17,10 +17,10 @@ from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, finished_runs
 from .records import mean_std
 
-# keys that say how a run was executed, not what it trained: they may differ within a variant
+# keys that say how a run was executed or evaluated, not what it trained: they may differ within a variant
 HOW_RUN = {k.name for k in KEYS.values() if k.local} | {
     "run.seed", "run.compile", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_checkpoints",
-    "run.log_every", "run.eval_batch_size",
+    "run.log_every", "run.eval_batch_size", "run.tta",
 }  # fmt: skip
 
 
