@@ -11,7 +11,18 @@ from sharenet.cli import build_parser, main
 from sharenet.cli.train_cmd import resolve_config
 from sharenet.data import DATASETS
 from sharenet.engine.checkpoint import CheckpointError
-from sharenet.engine.config import KEYS, Config, ConfigError, apply, coerce, flatten, from_dict, parse_set, read_yaml
+from sharenet.engine.config import (
+    KEYS,
+    Config,
+    ConfigError,
+    apply,
+    coerce,
+    flatten,
+    from_dict,
+    parse_set,
+    read_yaml,
+    stored_value,
+)
 from sharenet.engine.recipes import RECIPES, recipe_config
 from sharenet.engine.validate import check_config, check_resume_compatible
 from sharenet.errors import SharenetError
@@ -146,6 +157,19 @@ def test_resume_refuses_must_match_keys_and_reports_the_others():
     assert check_resume_compatible(cfg, saved) == ["optim.lr: 0.1 -> 0.05"]  # run.out is local: not reported
     with pytest.raises(CheckpointError, match=r"optim.batch_size: 128 -> 64"):
         check_resume_compatible(apply(cfg, {"optim.batch_size": 64}), saved)
+
+
+def test_a_stored_key_reads_as_the_run_used_it():
+    """One reader of saved configs serves the resume check and the ablation report: a key the tree
+    predates reads as its default, and a sequence reads the same from a live Config and from JSON."""
+    live = apply(Config(), {"optim.milestones": (3, 4)}).to_dict()
+    stored = json.loads(json.dumps(live))
+    assert stored_value(live, "optim.milestones") == stored_value(stored, "optim.milestones") == [3, 4]
+    del stored["model"]["zero_init_residual"]
+    stored.pop("run")
+    assert stored_value(stored, "model.zero_init_residual") is False
+    assert stored_value(stored, "run.tta") == KEYS["run.tta"].default
+    assert stored_value(stored, "optim.lr") == Config().optim.lr
 
 
 def test_flags_come_from_the_keys_and_set_wins(tmp_path):

@@ -17,6 +17,7 @@ import sharenet
 from sharenet.engine.config import apply, flatten
 from sharenet.engine.recipes import recipe_config
 from sharenet.engine.validate import check_config
+from sharenet.study.ablation import recipe_of
 from sharenet.study.claims import answer_claims
 from sharenet.study.records import RunRecord
 
@@ -193,30 +194,41 @@ def test_ablation_report_compares_variants_on_the_held_out_split(fmnist_dir, tmp
     assert len(mixed.stderr.strip().splitlines()) == 1
 
 
-def test_published_recipe_reports_regenerate_from_their_run_records(tmp_path):
-    """#15's two reports: the ablation on the held-out split and the five test-set seeds of the default."""
+ABLATION = ("default", "base", "with-crop", "no-smoothing", "lr-0.1", "screen-zero-init", "screen-batch-64",
+            "screen-base-batch-64")  # fmt: skip
+ABLATION_TITLE = "Issue #15: the 5-epoch recipe, ablation on the held-out split"
+TEST_REPORTS = [
+    ("test-5-seeds", "recipe-5-epochs-test", "Issue #15: the default recipe, 5 epochs, 5 seeds (test set)", "bfloat16"),
+    ("test-5-seeds-avx2", "recipe-5-epochs-test-avx2",
+     "Issue #15: the default recipe, 5 epochs, 5 seeds (test set), fp32 on an AVX2-only CPU", "float32"),
+]  # fmt: skip
+
+
+def test_published_ablation_regenerates_from_its_run_records(tmp_path):
+    """#15's ablation on the held-out split, one row per variant folder."""
     docs = Path(__file__).parent.parent / "docs"
     variants = [str(docs / "recipe-5-epochs" / v) for v in ABLATION]
     out = tmp_path / "recipe-5-epochs.md"
     sharenet_cli("report", "--ablation", *variants, "--out", str(out), "--title", ABLATION_TITLE,
                  "--notes", str(docs / "recipe-5-epochs-notes.md"))  # fmt: skip
     assert out.read_text() == (docs / "recipe-5-epochs.md").read_text()
-    out = tmp_path / "recipe-5-epochs-test.md"
-    sharenet_cli("report", str(docs / "recipe-5-epochs" / "test-5-seeds"), "--out", str(out), "--title", TEST_TITLE,
-                 "--notes", str(docs / "recipe-5-epochs-test-notes.md"))  # fmt: skip
-    assert out.read_text() == (docs / "recipe-5-epochs-test.md").read_text()
+
+
+@pytest.mark.parametrize(("folder", "report", "title", "dtype"), TEST_REPORTS)
+def test_published_test_seeds_regenerate_and_are_of_the_default_recipe(tmp_path, folder, report, title, dtype):
+    """#15's five test-set seeds of the default, once per fast path: bf16 and fp32 (a CPU without bf16)."""
+    docs = Path(__file__).parent.parent / "docs"
+    out = tmp_path / f"{report}.md"
+    sharenet_cli("report", str(docs / "recipe-5-epochs" / folder), "--out", str(out), "--title", title,
+                 "--notes", str(docs / f"{report}-notes.md"))  # fmt: skip
+    assert out.read_text() == (docs / f"{report}.md").read_text()
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert [(r["model"], r["share"], r["n"]) for r in rows] == [("resnet20", "stage", "5")]
-    summaries = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / "test-5-seeds").glob("*/summary.json")]
+    summaries = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / folder).glob("*/summary.json")]
     assert all(s["epochs"] == 5 and s["params"] == 172_666 and s["test_samples"] == 10_000 for s in summaries)
-    configs = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / "test-5-seeds").glob("*/config.json")]
-    assert all(c["recipe"] == "fashion-mnist" and c["data"]["val_split"] == 0 for c in configs)
-    default = recipe_config("fashion-mnist")
-    assert all(c["optim"]["lr"] == default.optim.lr and c["data"]["crop_pad"] == default.data.crop_pad
+    configs = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / folder).glob("*/config.json")]
+    assert sorted(c["run"]["seed"] for c in configs) == [0, 1, 2, 3, 4]
+    assert all(c["recipe"] == "fashion-mnist" and c["data"]["val_split"] == 0 and c["env_dtype"] == dtype
                for c in configs)  # fmt: skip
-
-
-ABLATION = ("default", "base", "with-crop", "no-smoothing", "lr-0.1", "screen-zero-init", "screen-batch-64",
-            "screen-base-batch-64")  # fmt: skip
-ABLATION_TITLE = "Issue #15: the 5-epoch recipe, ablation on the held-out split"
-TEST_TITLE = "Issue #15: the default recipe, 5 epochs, 5 seeds (test set)"
+    default = recipe_config("fashion-mnist").to_dict()
+    assert all(recipe_of(c) == recipe_of(default) for c in configs)  # every trained-what key, not two of them

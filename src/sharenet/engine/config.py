@@ -291,6 +291,18 @@ def flatten(tree: dict, where: str) -> dict[str, object]:
     return out
 
 
+def stored_value(tree: dict, dotted: str):
+    """One key of a saved config tree (config.json, a checkpoint's config), in JSON's form.
+
+    A tree written before the key existed holds no value for it: the run used the key's default,
+    so that is what it reads as. Sequences come back as lists, the form JSON stores them in, so a
+    stored value and the same value of a live Config compare equal.
+    """
+    section, name = dotted.split(".")
+    value = tree.get(section, {}).get(name, KEYS[dotted].default)
+    return list(value) if isinstance(value, tuple) else value
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:

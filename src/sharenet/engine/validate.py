@@ -12,7 +12,7 @@ import torch
 from ..models import create_model, zero_init_residual
 from ..models.plan import OPTION_NAMES, OPTIONS
 from .checkpoint import CheckpointError
-from .config import KEYS, Config, ConfigError
+from .config import KEYS, Config, ConfigError, stored_value
 
 
 def _get(cfg: Config, dotted: str):
@@ -54,14 +54,10 @@ def check_resume_compatible(cfg: Config, state: dict) -> list[str]:
     saved = state.get("config", {})
     now = cfg.to_dict()
 
-    def value(tree, k):
-        section, name = k.name.split(".")
-        return _norm(tree.get(section, {}).get(name, k.default))
-
     changed = [
-        (k, f"{k.name}: {value(saved, k)!r} -> {value(now, k)!r}")
+        (k, f"{k.name}: {stored_value(saved, k.name)!r} -> {stored_value(now, k.name)!r}")
         for k in KEYS.values()
-        if k.name.split(".")[0] in saved and value(saved, k) != value(now, k)
+        if k.name.split(".")[0] in saved and stored_value(saved, k.name) != stored_value(now, k.name)
     ]
     fatal = [text for k, text in changed if k.resume and not _unused_option(k.name, cfg.model.share)]
     if fatal:
@@ -74,7 +70,3 @@ def _unused_option(name: str, share: str) -> bool:
     it shapes nothing in the checkpoint, so a change of it does not stop a resume."""
     section, key = name.split(".")
     return section == "model" and key in OPTION_NAMES and key not in OPTIONS.get(share, ())
-
-
-def _norm(value):
-    return list(value) if isinstance(value, tuple) else value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..engine.config import KEYS
+from ..engine.config import KEYS, stored_value
 from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, finished_runs
 from .records import mean_std
@@ -26,14 +26,7 @@ HOW_RUN = {k.name for k in KEYS.values() if k.local} | {
 
 def recipe_of(config: dict) -> dict[str, object]:
     """A run's config.json as {section.key: value}, keys it predates at their defaults, how-run keys left out."""
-    flat = {}
-    for name, k in KEYS.items():
-        if name in HOW_RUN:
-            continue
-        section, key = name.split(".")
-        value = config.get(section, {}).get(key, k.default)
-        flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
+    return {name: stored_value(config, name) for name in KEYS if name not in HOW_RUN}
 
 
 def variant(folder: str | Path) -> dict:
