@@ -5,6 +5,13 @@ on training images. onnxruntime quantizes an initializer once, whatever the numb
 read it, so a shared kernel is one int8 tensor with one set of scales (tests count them). The
 graph is quantized as exported, without onnxruntime's pre-processing pass: that pass folds each
 BatchNorm into the conv before it, which would copy a shared kernel once per use.
+
+Weights use 7 of their 8 bits (`reduce_range`) because the file must be right on whichever CPU
+runs it. On x86 CPUs without VNNI, onnxruntime multiplies uint8 activations by int8 weights with
+VPMADDUBSW, whose int16 sums of pairs saturate; VNNI's instruction does not (onnxruntime's
+`quantize_static` documentation gives the same advice for x86 without VNNI). Measured on an
+AVX2-only AMD EPYC (resnet20 share=stage, 5 epochs, 10,000 test images, eager 93.05 %): full-range
+weights 92.21 % with 97.74 % top-1 agreement, 7-bit weights 93.04 % with 99.45 %.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ def quantize(onnx_path: str | os.PathLike, out: str | os.PathLike, calibration: 
             model, str(tmp), _Batches(name, calibration, batch),
             quant_format=q.QuantFormat.QDQ, per_channel=True,
             activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-            calibrate_method=q.CalibrationMethod.MinMax,
+            calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True,
         )  # fmt: skip
 
     atomic_write(out, write)
