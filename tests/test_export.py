@@ -145,20 +145,11 @@ def test_int8_quantizes_each_shared_kernel_once(trained, fmnist_dir, tmp_path, c
     assert len(shared) == 3 and all(quantized[k] == 1 for k in quantized)  # one int8 tensor, one dequantize
     int8 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
     assert len({t.name for t in int8}) == len(int8)
-
-
-def test_int8_weights_cannot_saturate_on_cpus_without_vnni(trained, fmnist_dir, tmp_path, capsys):
-    """Without VNNI, onnxruntime sums pairs of uint8 x int8 products in int16: weights within +-64 keep
-    2 x 255 x 64 = 32,640 in range, so the file computes the same on every x86 CPU. With full 8-bit
-    weights (+-127) a 5-epoch resnet20 lost 0.84 points of top-1 on an AVX2-only EPYC (agreement with
-    eager 97.7 %; 99.5 % with 7 bits). A weight range holds on any CPU; this check model's agreement is
-    too noisy to assert (40 steps of training leave near-ties between classes)."""
-    _cli_json(capsys, "export", str(trained), "--int8", "--out", str(tmp_path / "q.onnx"),
-              "--calibration", "256", "--data-dir", str(fmnist_dir))  # fmt: skip
-    proto = onnx.load(str(tmp_path / "q.onnx"))
-    weights = [numpy_helper.to_array(t) for t in proto.graph.initializer
-               if t.data_type == onnx.TensorProto.INT8 and t.dims]  # fmt: skip
-    assert weights and max(int(abs(w.astype(int)).max()) for w in weights) <= 64
+    # Without VNNI, onnxruntime sums pairs of uint8 x int8 products in int16: weights within +-64 keep
+    # 2 x 255 x 64 = 32,640 in range, so the file computes the same on every x86 CPU. Full 8-bit weights
+    # (+-127) cost a 5-epoch resnet20 0.84 points of top-1 on an AVX2-only EPYC. The range holds on any
+    # CPU; this 40-step model's agreement with eager is too noisy to assert (near-ties between classes).
+    assert max(int(np.abs(numpy_helper.to_array(t).astype(int)).max()) for t in int8) <= 64
 
 
 def _pngs(fmnist_dir, target, n=24):
