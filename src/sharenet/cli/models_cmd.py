@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing
 
 import torch
 
@@ -14,18 +15,25 @@ from ..paper import LEARNED_PARAMS, SHARESNET_PARAMS
 from ..weights import load_weights, save
 
 SCHEME_HELP = KEYS["model.share"].why
+SIZE_NAMES = ("width", "params")  # create_model keywords that size any scheme
 GROUP_LABEL = {"templates": "template banks", "basis": "shared bases"}  # what a plan group holds
 
 
 def _add_model_args(p: argparse.ArgumentParser, share_help: str) -> None:
-    """--share, its options (passed to create_model only when given), --num-classes, --in-chans."""
+    """--share, its options, --width and --params (passed to create_model only when given), --num-classes,
+    --in-chans."""
     p.add_argument("--share", default="none", choices=SCHEMES, help=share_help)
-    for name in OPTION_NAMES:  # help and default as the config key declares them
+    for name in (*OPTION_NAMES, *SIZE_NAMES):  # help and default as the config key declares them
         key = KEYS[f"model.{name}"]
-        kind = {"choices": key.choices} if key.choices else {"type": key.hint}
+        kind = {"choices": key.choices} if key.choices else {"type": _scalar(key.hint)}
         p.add_argument(f"--{name.replace('_', '-')}", **kind, help=f"{key.why} (default {key.default})")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--in-chans", type=int, default=3)
+
+
+def _scalar(hint):
+    """int for `int | None`: what a flag's value converts to."""
+    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _create(name: str, args) -> ResNet:
     """The model the flags ask for; a scheme option reaches create_model only when given, so that
     one given for another scheme is refused there."""
-    given = {k: getattr(args, k) for k in OPTION_NAMES if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in (*OPTION_NAMES, *SIZE_NAMES) if getattr(args, k) is not None}
     return create_model(name, share=args.share, num_classes=args.num_classes, in_chans=args.in_chans, **given)
 
 
@@ -130,7 +138,9 @@ def run_params(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     options = "".join(f" {k}={v}" for k, v in info["sharing"].items())
-    print(f"{info['model']} share={info['share']}{options} num_classes={info['num_classes']}")
+    print(f"{info['model']} share={info['share']}{options} width={info['width']} num_classes={info['num_classes']}")
+    if args.params is not None:
+        print(f"  budget                {args.params:,}: {_chosen(info)}")
     print(f"  parameters            {info['params']:,}")
     print(f"  conv layers           {info['conv_layers']}")
     print(f"  distinct conv kernels {info['distinct_conv_kernels']}")
@@ -142,6 +152,12 @@ def run_params(args) -> int:
         for key, convs in groups.items():
             print(f"    {key}  used by {len(convs)}: {', '.join(convs)}")
     return 0
+
+
+def _chosen(info: dict) -> str:
+    if info["share"] == "ring":
+        return f"ring of {info['sharing']['ring_size']:,} entries"
+    return f"width {info['width']} (the widest that fits)"
 
 
 def run_import(args) -> int:

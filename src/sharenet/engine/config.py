@@ -80,10 +80,16 @@ class ModelConfig:
     name: str = key("resnet20", "registered name or family form (resnet56, wrn28_10, ...)", resume=True, flag="--model")
     share: str = key("stage", "stage: one 3x3 kernel per stage (ShaResNet); block: one per block (Dai et al.); "
                      "templates: per-conv mixes of a bank per stage (Savarese & Maire); basis: shared filter bases "
-                     "(Kang et al.)", choices=SCHEMES, resume=True, flag=True)
+                     "(Kang et al.); ring: every stage conv reads one vector of any size (RPG, Wang et al.)",
+                     choices=SCHEMES, resume=True, flag=True)
     shortcut: str | None = key(None, "CIFAR basic ResNets: A (zero-pad, He et al.; none means A) or B (1x1 conv)",
                                resume=True)
     dropout: float = key(0.0, "Wide ResNets only", low=0.0, below=1, resume=True)
+    width: int | None = key(None, "channels of the first stage, the others in proportion; none: the family's (16; "
+                            "ImageNet 64; WRN 16k), or what model.params chooses", low=1, resume=True)
+    params: int | None = key(None, "a parameter budget: share=ring gets the ring size that makes the count exactly "
+                             "this, every other scheme the widest network within it (the choice is printed and "
+                             "recorded in config.json)", low=1, resume=True)
     templates: int = key(2, "share=templates: kernels in each stage's bank (Savarese & Maire's s)", low=1, resume=True)
     shared_rank: int = key(16, "share=basis: first-stage rank of the shared basis, scaled with the stage width "
                            "(Kang et al.'s S)", low=1, resume=True)
@@ -91,13 +97,27 @@ class ModelConfig:
                            resume=True)
     basis: str = key("single", "share=basis: one shared basis per stage, or one per conv position (double)",
                      choices=BASIS_KINDS, resume=True)
+    ring_size: int | None = key(None, "share=ring: entries of the parameter ring; none: the largest conv's kernel "
+                                "(RPG's default), or what model.params chooses", low=1, resume=True)
+    ring_seed: int = key(0, "share=ring: seeds the map of ring entries and signs (a pure function of it, recorded "
+                         "in weight files)", low=0, resume=True)
     zero_init_residual: bool = key(False, "start each block as the identity: zero the scale of the BatchNorm before "
                                    "its residual add (Goyal et al.); post-activation blocks (CIFAR, ImageNet) only")
 
     def create_kwargs(self) -> dict:
         """create_model's keywords: the architecture options and those of the chosen scheme only."""
         options = {k: getattr(self, k) for k in OPTIONS.get(self.share, ())}
-        return {"share": self.share, "shortcut": self.shortcut, "dropout": self.dropout, **options}
+        sizes = {"width": self.width, "params": self.params}
+        return {"share": self.share, "shortcut": self.shortcut, "dropout": self.dropout, **sizes, **options}
+
+    def resolved(self, model_config: dict) -> ModelConfig:
+        """This config with what a budget chose (width, ring size) written in: it rebuilds the model as is."""
+        if self.params is None:
+            return self
+        chosen = {"width": model_config["width"]}
+        if self.share == "ring":
+            chosen["ring_size"] = model_config["ring_size"]
+        return replace(self, **chosen)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
     random.seed(cfg.run.seed)
     streams = make_streams(cfg, device, dist.rank(), dist.world_size())
     model = build_model(cfg, streams, device)
+    cfg = replace(cfg, model=cfg.model.resolved(model.config))  # records what a budget chose
     trainer = build_trainer(cfg, model, device, len(streams.train))
     pos = restore(run, found, trainer, cfg, len(streams.train))
     if run:
@@ -83,6 +85,9 @@ def build_model(cfg: Config, streams: Streams, device: torch.device) -> torch.nn
     model = create_model(m.name, num_classes=len(streams.classes), in_chans=streams.in_chans, **m.create_kwargs())
     if m.zero_init_residual:
         zero_init_residual(model)
+    if m.params is not None:
+        chosen = f"ring_size {model.config['ring_size']:,}" if m.share == "ring" else f"width {model.config['width']}"
+        say(f"model.params={m.params:,}: {m.name} share={m.share} at {chosen}, {count_params(model):,} parameters")
     return model.to(device)
 
 

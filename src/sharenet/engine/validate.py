@@ -26,7 +26,7 @@ def check_config(cfg: Config) -> None:
         if isinstance(value, float) and not math.isfinite(value):  # nan passes every comparison below
             valid = f"a finite number {k.bounds}" if k.bounds else "a finite number"
             raise ConfigError(f"{k.name}={value!r} is invalid: needs {valid}")
-        if k.low is None:
+        if k.low is None or value is None:  # None: an optional key left to its rule (model.width, ...)
             continue
         if value < k.low and (k.need or k.below is None):
             need = k.need or ("non-negative" if k.low == 0 else f"at least {k.low:g}")
@@ -57,10 +57,17 @@ def check_resume_compatible(cfg: Config, state: dict) -> list[str]:
     pairs = [(k, stored_value(saved, k.name), stored_value(now, k.name))
              for k in KEYS.values() if k.name.split(".")[0] in saved]  # fmt: skip
     changed = [(k, f"{k.name}: {was!r} -> {is_!r}") for k, was, is_ in pairs if was != is_]
-    fatal = [text for k, text in changed if k.resume and not _unused_option(k.name, cfg.model.share)]
+    fatal = [text for k, text in changed if k.resume and not _unused_option(k.name, cfg.model.share)
+             and not _solved_again(k.name, stored_value(now, k.name), cfg)]  # fmt: skip
     if fatal:
         raise CheckpointError("the checkpoint was made with another configuration: " + "; ".join(fatal))
     return [text for k, text in changed if not k.local]
+
+
+def _solved_again(name: str, value, cfg: Config) -> bool:
+    """A width or ring size left to the budget now (None), recorded as solved: the same model.params
+    (a resume=True key, compared on its own) solves to the same value."""
+    return name in ("model.width", "model.ring_size") and value is None and cfg.model.params is not None
 
 
 def _unused_option(name: str, share: str) -> bool:

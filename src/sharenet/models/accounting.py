@@ -6,6 +6,9 @@ import torch
 from torch import nn
 
 from .layers import Conv3x3
+from .ring import RingConv
+
+DERIVED = (Conv3x3, RingConv)  # convs whose kernel() is computed (borrowed, mixed or read from the ring)
 
 
 def count_params(model: nn.Module) -> int:
@@ -22,7 +25,7 @@ def conv_kernels(model: nn.Module) -> list[torch.Tensor]:
     """The kernel each conv layer applies, in module order (a shared kernel once per use)."""
     out = []
     for module in model.modules():
-        if isinstance(module, Conv3x3):
+        if isinstance(module, DERIVED):
             out.append(module.kernel())
         elif isinstance(module, nn.Conv2d):
             out.append(module.weight)
@@ -38,10 +41,11 @@ def count_macs(model: nn.Module, input_size: int, in_chans: int) -> int:
         if isinstance(module, nn.Linear):
             total += module.in_features * module.out_features
         else:
-            kernel = module.kernel() if isinstance(module, Conv3x3) else module.weight
+            kernel = module.kernel() if isinstance(module, DERIVED) else module.weight
             total += output[0].numel() * kernel[0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (Conv3x3, nn.Conv2d, nn.Linear))]
+    layers = [m for m in model.modules() if isinstance(m, (*DERIVED, nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
     was_training = model.training
     try:
         model.eval()
@@ -67,6 +71,7 @@ def describe(model: nn.Module) -> dict:
         "distinct_conv_kernels": len({id(k) for k in kernels}),
         "macs": count_macs(model, model.arch.input_size, model.config.get("in_chans", 3)),
         "input_size": model.arch.input_size,
+        "width": model.arch.width,
         "sharing": model.plan.sharing.options(),
         "shared_kernels": share_groups(model),
     }

@@ -1,9 +1,10 @@
-"""The four residual blocks of the papers. Each 3x3 conv slot takes the conv the plan builds for it.
+"""The four residual blocks of the papers. Each conv slot takes the conv the plan builds for it.
 
-A block receives `conv3x3(name)`, which builds the module of its 3x3 slot `name` as the sharing
-plan says (own kernel, a borrowed shared kernel, a template mix or a filter-basis conv), so blocks
-know nothing of sharing. Under intra-block sharing (Dai et al.) the block owns the kernel as
-`self.shared`.
+A block receives `conv(name)`, which builds the module of its conv slot `name` ("conv1", "conv2",
+"conv3", "shortcut.conv") as the sharing plan says (own kernel, a borrowed shared kernel, a
+template mix, a filter-basis conv or a view of the parameter ring), so blocks know nothing of
+sharing. `BlockSpec.convs()` declares each block kind's slots. Under intra-block sharing
+(Dai et al.) the block owns the kernel as `self.shared`.
 Each normalisation is a `BatchNormAct2d`, which also adds the residual and applies the ReLU that
 follow it, so that the fast path can run the three as one kernel.
 """
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import SharedKernel, conv1x1, make_shortcut
+from .layers import SharedKernel, make_shortcut
 from .norm_act import BatchNormAct2d
 
-Conv3x3Factory = Callable[[str], nn.Module]  # slot name -> the module the plan gives it
+ConvFactory = Callable[[str], nn.Module]  # slot name -> the module the plan gives it
 
 
 @dataclass(frozen=True)
@@ -34,24 +35,37 @@ class BlockSpec:
     shortcut: str = "B"  # how a shape change is bridged: "A", "B" or "conv"
     dropout: float = 0.0  # wide blocks only, between the two 3x3 convs
 
-    def slots(self) -> dict[str, tuple[int, int, int, str | None]]:
-        """The 3x3 slots a sharing plan may redirect: (in_ch, out_ch, stride, the BatchNorm after it)."""
-        if self.kind == "basic":
-            return {
-                "conv1": (self.in_ch, self.out_ch, self.stride, "bn1"),
-                "conv2": (self.out_ch, self.out_ch, 1, "bn2"),
-            }
-        if self.kind == "wide":
-            return {
-                "conv1": (self.in_ch, self.out_ch, self.stride, "bn2"),
-                "conv2": (self.out_ch, self.out_ch, 1, None),
-            }
-        if self.kind == "bottleneck":
-            return {"conv2": (self.width, self.width, self.stride, "bn2")}
-        return {"conv2": (self.width, self.width, 1, "bn3")}
+    @property
+    def projects(self) -> bool:
+        """The shortcut changes the shape (a 1x1 conv or option A's padding bridges it)."""
+        return self.in_ch != self.out_ch or self.stride != 1
 
-    def build(self, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None) -> nn.Module:
-        return BLOCKS[self.kind](self, conv3x3, own_shared)
+    def convs(self) -> dict[str, tuple[int, int, int, int, str | None]]:
+        """Every conv of the block in module order: (in_ch, out_ch, kernel, stride, the BatchNorm after it)."""
+        i, o, w, s = self.in_ch, self.out_ch, self.width, self.stride
+        if self.kind == "basic":
+            convs = {"conv1": (i, o, 3, s, "bn1"), "conv2": (o, o, 3, 1, "bn2")}
+        elif self.kind == "wide":
+            convs = {"conv1": (i, o, 3, s, "bn2"), "conv2": (o, o, 3, 1, None)}
+        elif self.kind == "bottleneck":
+            convs = {"conv1": (i, w, 1, 1, "bn1"), "conv2": (w, w, 3, s, "bn2"), "conv3": (w, o, 1, 1, "bn3")}
+        else:  # pre-activation bottleneck: the stride on the first 1x1
+            convs = {"conv1": (i, w, 1, s, "bn2"), "conv2": (w, w, 3, 1, "bn3"), "conv3": (w, o, 1, 1, None)}
+        if self.projects and self.shortcut_kind != "A":
+            convs["shortcut.conv"] = (i, o, 1, s, "shortcut.bn" if self.shortcut_kind == "B" else None)
+        return convs
+
+    @property
+    def shortcut_kind(self) -> str:
+        """How a shape change is bridged: pre-activation blocks always project with a bare 1x1 conv."""
+        return "conv" if self.kind in ("preact_bottleneck", "wide") else self.shortcut
+
+    def slots(self) -> dict[str, tuple[int, int, int, str | None]]:
+        """The 3x3 slots the hand-made schemes may redirect: (in_ch, out_ch, stride, the BatchNorm after it)."""
+        return {n: (i, o, s, norm) for n, (i, o, k, s, norm) in self.convs().items() if k == 3}
+
+    def build(self, conv: ConvFactory, own_shared: SharedKernel | None) -> nn.Module:
+        return BLOCKS[self.kind](self, conv, own_shared)
 
 
 class _Block(nn.Module):
@@ -74,13 +88,13 @@ class BasicBlock(_Block):
 
     residual_norm = "bn2"
 
-    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
-        self.conv1 = conv3x3("conv1")
+        self.conv1 = conv("conv1")
         self.bn1 = BatchNormAct2d(spec.out_ch)
-        self.conv2 = conv3x3("conv2")
+        self.conv2 = conv("conv2")
         self.bn2 = BatchNormAct2d(spec.out_ch)
-        self.shortcut = make_shortcut(spec.shortcut, spec.in_ch, spec.out_ch, spec.stride)
+        self.shortcut = make_shortcut(spec, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn1(self.conv1(x))
@@ -92,15 +106,15 @@ class Bottleneck(_Block):
 
     residual_norm = "bn3"
 
-    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
-        self.conv1 = conv1x1(spec.in_ch, spec.width)
+        self.conv1 = conv("conv1")
         self.bn1 = BatchNormAct2d(spec.width)
-        self.conv2 = conv3x3("conv2")
+        self.conv2 = conv("conv2")
         self.bn2 = BatchNormAct2d(spec.width)
-        self.conv3 = conv1x1(spec.width, spec.out_ch)
+        self.conv3 = conv("conv3")
         self.bn3 = BatchNormAct2d(spec.out_ch)
-        self.shortcut = make_shortcut(spec.shortcut, spec.in_ch, spec.out_ch, spec.stride)
+        self.shortcut = make_shortcut(spec, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn1(self.conv1(x))
@@ -115,16 +129,16 @@ class PreActBottleneck(_PreActBlock):
     its stride on the first 1x1 and projects the shortcut with a strided 1x1 conv (no BN).
     """
 
-    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
-        self.projects = spec.in_ch != spec.out_ch or spec.stride != 1
+        self.projects = spec.projects
         self.bn1 = BatchNormAct2d(spec.in_ch)
-        self.conv1 = conv1x1(spec.in_ch, spec.width, spec.stride)
+        self.conv1 = conv("conv1")
         self.bn2 = BatchNormAct2d(spec.width)
-        self.conv2 = conv3x3("conv2")
+        self.conv2 = conv("conv2")
         self.bn3 = BatchNormAct2d(spec.width)
-        self.conv3 = conv1x1(spec.width, spec.out_ch)
-        self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
+        self.conv3 = conv("conv3")
+        self.shortcut = make_shortcut(spec, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)
@@ -141,15 +155,15 @@ class WideBasic(_PreActBlock):
     projects the shortcut with a strided 1x1 conv (no BN).
     """
 
-    def __init__(self, spec: BlockSpec, conv3x3: Conv3x3Factory, own_shared: SharedKernel | None):
+    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
         super().__init__(own_shared)
-        self.projects = spec.in_ch != spec.out_ch or spec.stride != 1
+        self.projects = spec.projects
         self.bn1 = BatchNormAct2d(spec.in_ch)
-        self.conv1 = conv3x3("conv1")
+        self.conv1 = conv("conv1")
         self.bn2 = BatchNormAct2d(spec.out_ch)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        self.conv2 = conv3x3("conv2")
-        self.shortcut = make_shortcut("conv", spec.in_ch, spec.out_ch, spec.stride)
+        self.conv2 = conv("conv2")
+        self.shortcut = make_shortcut(spec, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)

@@ -3,6 +3,9 @@
 The numbers here are the ones the papers' parameter counts depend on (REFERENCE section 1):
 CIFAR basic ResNets (He et al. 2016, depth 6n+2), torchvision's ImageNet ResNets, pre-activation
 bottleneck ResNets (depth 9n+2, as in the Wide-ResNet authors' code) and WRN-d-k (depth 6n+4).
+Each takes a `width`: the channels of the first stage's 3x3 convs, the later stages' in proportion
+(x2, x4, x8), and the stem's output with them where it feeds the first stage directly. A narrower
+unshared network is the baseline RPG and Savarese & Maire compare sharing against at equal size.
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ class ArchSpec:
     def out_ch(self) -> int:
         return self.stages[-1][-1].out_ch
 
+    @property
+    def width(self) -> int:
+        """Channels of the first stage's 3x3 convs."""
+        return self.stages[0][0].width
+
+
+def _check_width(width: int) -> None:
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise InvalidArgumentError(f"width must be a positive integer, got {width!r}")
+
 
 def _stages(kind, in_ch, outs, widths, counts, strides, **extra) -> tuple[tuple[BlockSpec, ...], ...]:
     stages = []
@@ -40,8 +53,8 @@ def _stages(kind, in_ch, outs, widths, counts, strides, **extra) -> tuple[tuple[
     return tuple(stages)
 
 
-def cifar_resnet(depth: int, shortcut: str = "A") -> ArchSpec:
-    """He et al. 2016's CIFAR ResNet: 3 stages of n basic blocks, widths 16/32/64."""
+def cifar_resnet(depth: int, shortcut: str = "A", width: int = 16) -> ArchSpec:
+    """He et al. 2016's CIFAR ResNet: 3 stages of n basic blocks, widths 16/32/64 (width x1, x2, x4)."""
     n = (depth - 2) // 6
     if depth < 8 or (depth - 2) % 6:
         raise InvalidArgumentError(
@@ -51,8 +64,13 @@ def cifar_resnet(depth: int, shortcut: str = "A") -> ArchSpec:
         raise InvalidArgumentError(
             f"CIFAR ResNet shortcut must be 'A' (zero-pad) or 'B' (1x1 conv + BN), got {shortcut!r}"
         )
-    stages = _stages("basic", 16, (16, 32, 64), (16, 32, 64), (n,) * 3, (1, 2, 2), shortcut=shortcut)
-    return ArchSpec("cifar", "basic", "cifar", 16, stages, False, 32, 10)
+    _check_width(width)
+    if shortcut == "A" and width % 2:
+        raise InvalidArgumentError(f"option A shortcuts zero-pad half the new channels on each side: width must be "
+                                   f"even, got {width}")  # fmt: skip
+    widths = (width, 2 * width, 4 * width)
+    stages = _stages("basic", width, widths, widths, (n,) * 3, (1, 2, 2), shortcut=shortcut)
+    return ArchSpec("cifar", "basic", "cifar", width, stages, False, 32, 10)
 
 
 IMAGENET_LAYOUTS = {
@@ -64,37 +82,43 @@ IMAGENET_LAYOUTS = {
 }
 
 
-def imagenet_resnet(depth: int) -> ArchSpec:
+def imagenet_resnet(depth: int, width: int = 64) -> ArchSpec:
     """torchvision's ResNet-18..152 (shortcut B where the shape changes, bottleneck stride on the 3x3)."""
     if depth not in IMAGENET_LAYOUTS:
         raise InvalidArgumentError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYOUTS)}, got {depth}")
+    _check_width(width)
     kind, counts = IMAGENET_LAYOUTS[depth]
-    widths = (64, 128, 256, 512)
+    widths = (width, 2 * width, 4 * width, 8 * width)
     outs = widths if kind == "basic" else tuple(4 * w for w in widths)
-    stages = _stages(kind, 64, outs, widths, counts, (1, 2, 2, 2), shortcut="B")
-    return ArchSpec("imagenet", kind, "imagenet", 64, stages, False, 224, 1000)
+    stages = _stages(kind, width, outs, widths, counts, (1, 2, 2, 2), shortcut="B")
+    return ArchSpec("imagenet", kind, "imagenet", width, stages, False, 224, 1000)
 
 
-def preact_resnet(depth: int) -> ArchSpec:
+def preact_resnet(depth: int, width: int = 16) -> ArchSpec:
     """Pre-activation bottleneck ResNet (ResNet-164/1001): stage outputs 64/128/256, width out/4."""
     if depth < 11 or (depth - 2) % 9:
         raise InvalidArgumentError(
             f"pre-activation ResNet depth must be 9n+2 with n >= 1 (164, 1001, ...), got {depth}"
         )
+    _check_width(width)
     n = (depth - 2) // 9
-    stages = _stages("preact_bottleneck", 16, (64, 128, 256), (16, 32, 64), (n,) * 3, (1, 2, 2))
-    return ArchSpec("preact", "preact_bottleneck", "plain", 16, stages, True, 32, 10)
+    widths = (width, 2 * width, 4 * width)
+    stages = _stages("preact_bottleneck", width, tuple(4 * w for w in widths), widths, (n,) * 3, (1, 2, 2))
+    return ArchSpec("preact", "preact_bottleneck", "plain", width, stages, True, 32, 10)
 
 
-def wide_resnet(depth: int, widen: int, dropout: float = 0.0) -> ArchSpec:
-    """WRN-d-k (Zagoruyko & Komodakis): n=(d-4)/6 wide blocks per stage, widths 16k/32k/64k."""
+def wide_resnet(depth: int, widen: int, dropout: float = 0.0, width: int | None = None) -> ArchSpec:
+    """WRN-d-k (Zagoruyko & Komodakis): n=(d-4)/6 wide blocks per stage, widths 16k/32k/64k
+    (`width`, default 16k, x1, x2, x4); the stem keeps 16 channels at every width, as k leaves it."""
     if depth < 10 or (depth - 4) % 6:
         raise InvalidArgumentError(f"Wide ResNet depth must be 6n+4 with n >= 1 (16, 22, 28, 40, ...), got {depth}")
     if widen < 1:
         raise InvalidArgumentError(f"Wide ResNet widening factor k must be >= 1, got {widen}")
     if not 0.0 <= dropout < 1.0:
         raise InvalidArgumentError(f"dropout must be in [0, 1), got {dropout}")
+    width = 16 * widen if width is None else width
+    _check_width(width)
     n = (depth - 4) // 6
-    outs = tuple(w * widen for w in (16, 32, 64))
+    outs = (width, 2 * width, 4 * width)
     stages = _stages("wide", 16, outs, outs, (n,) * 3, (1, 2, 2), dropout=dropout)
     return ArchSpec("wrn", "wide", "plain", 16, stages, True, 32, 10)

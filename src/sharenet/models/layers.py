@@ -102,25 +102,26 @@ class PadShortcut(nn.Module):
 
 
 class ProjectionShortcut(nn.Module):
-    """Option B: 1x1 conv with stride, followed by BatchNorm unless `norm=False` (pre-act nets)."""
+    """Option B: a strided 1x1 conv (the block's slot "shortcut.conv"), then BatchNorm unless
+    `norm=False` (pre-activation nets)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: bool = True):
+    def __init__(self, conv: nn.Module, out_ch: int, norm: bool = True):
         super().__init__()
-        self.conv = conv1x1(in_ch, out_ch, stride)
+        self.conv = conv
         self.bn = BatchNormAct2d(out_ch, act=False) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
 
 
-def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
-    """Identity when the shape is kept, else option 'A' (pad), 'B' (1x1+BN) or 'conv' (1x1 only)."""
-    if in_ch == out_ch and stride == 1:
+def make_shortcut(spec, conv) -> nn.Module:
+    """Identity when the block keeps the shape, else option 'A' (pad), 'B' (1x1+BN) or 'conv' (1x1 only);
+    `conv(name)` builds the 1x1 conv of slot "shortcut.conv" (spec: the block's BlockSpec)."""
+    kind = spec.shortcut_kind
+    if not spec.projects:
         return nn.Identity()
     if kind == "A":
-        return PadShortcut(in_ch, out_ch, stride)
-    if kind == "B":
-        return ProjectionShortcut(in_ch, out_ch, stride)
-    if kind == "conv":
-        return ProjectionShortcut(in_ch, out_ch, stride, norm=False)
+        return PadShortcut(spec.in_ch, spec.out_ch, spec.stride)
+    if kind in ("B", "conv"):
+        return ProjectionShortcut(conv("shortcut.conv"), spec.out_ch, norm=kind == "B")
     raise InvalidArgumentError(f"unknown shortcut {kind!r}; valid: 'A', 'B', 'conv'")

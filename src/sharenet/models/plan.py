@@ -14,6 +14,9 @@ metadata of weight files, plan recognition, fusion, fitting and unshare all read
   concat(own rank-u basis, the stage's shared rank-s basis) -> BatchNorm -> 1x1 coefficients;
   ranks scale with the stage width (x1, x2, x4 on CIFAR). "single": one shared basis per stage;
   "double": one per conv position (conv1s, conv2s).
+- ring (RPG, Wang et al. 2023): every conv of the stages, 3x3 and 1x1 alike, reads its kernel
+  from one flat vector of `ring_size` entries at the root of the network (ring.py); the slots
+  record where each conv's entries start in the concatenation of all of them.
 The first block of a stage changes its shape (and under ShaResNet's basic-block rule is still
 shared); the learned schemes leave it whole, as both papers do.
 """
@@ -22,13 +25,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import InvalidArgumentError
 from .blocks import BlockSpec
 from .families import ArchSpec
 
-SCHEMES = ("none", "stage", "block", "templates", "basis")
+SCHEMES = ("none", "stage", "block", "templates", "basis", "ring")
 BASIS_KINDS = ("single", "double")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm state, not parameters
 
@@ -42,6 +45,8 @@ class Sharing:
     shared_rank: int = 16  # basis: filters of the first stage's shared basis (x stage width / first width)
     unique_rank: int = 1  # basis: each conv's own filters in the first stage (scaled the same way)
     basis: str = "single"  # basis: one shared basis per stage, or one per conv position ("double")
+    ring_size: int | None = None  # ring: its entries; None: one conv's worth (the largest kernel, RPG's default)
+    ring_seed: int = 0  # ring: derives the map of ring entries and signs (ring.py), so a file rebuilds its kernels
 
     def options(self) -> dict:
         """The options that shape this scheme's model: what configs and weight files record."""
@@ -57,23 +62,28 @@ class Sharing:
         return cls(config["share"], **{k: config[k] for k in OPTIONS.get(config["share"], ()) if k in config})
 
 
-OPTIONS = {"templates": ("templates",), "basis": ("shared_rank", "unique_rank", "basis")}  # scheme -> its options
+OPTIONS = {
+    "templates": ("templates",),
+    "basis": ("shared_rank", "unique_rank", "basis"),
+    "ring": ("ring_size", "ring_seed"),
+}  # scheme -> its options
 OPTION_NAMES = tuple(name for names in OPTIONS.values() for name in names)  # every scheme's, once
 
 
 @dataclass(frozen=True)
 class Owned:
-    """A tensor the plan places under a stage or a block for several convs to use."""
+    """A tensor the plan places under the network, a stage or a block for several convs to use."""
 
-    owner: str  # module path of the owner: "stages.1" or "stages.1.blocks.0"
-    name: str  # its attribute there: "shared", "bank", "basis", "basis1", "basis2"
+    owner: str  # module path of the owner: "" (the network), "stages.1" or "stages.1.blocks.0"
+    name: str  # its attribute there: "ring", "shared", "bank", "basis", "basis1", "basis2"
     in_ch: int
     out_ch: int  # a basis: its rank
     count: int = 0  # a bank: templates; 0 for a single kernel
+    size: int = 0  # a ring: its entries (a flat vector); 0 otherwise
 
     @property
     def path(self) -> str:
-        return f"{self.owner}.{self.name}"
+        return f"{self.owner}.{self.name}" if self.owner else self.name
 
     @property
     def key(self) -> str:
@@ -81,32 +91,44 @@ class Owned:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self.size:
+            return (self.size,)
         # a bank stacks its templates along the output channels: 4-D, so channels_last applies to it
         return (max(self.count, 1) * self.out_ch, self.in_ch, 3, 3)
 
 
 @dataclass(frozen=True)
 class ConvSlot:
-    """One 3x3 conv of a block and the source of its kernel."""
+    """One conv of a block (a 3x3; under the ring, 1x1s too) and the source of its kernel."""
 
-    path: str  # module path, "stages.1.blocks.2.conv1"
+    path: str  # module path, "stages.1.blocks.2.conv1" or "stages.1.blocks.0.shortcut.conv"
     in_ch: int
     out_ch: int
     stride: int
     norm: str | None  # the block's BatchNorm right after this conv, if any (folds a basis's bias)
-    source: str = "own"  # "own" | "shared" | "templates" | "basis"
-    owned: Owned | None = None  # the shared kernel, bank or basis it uses
+    source: str = "own"  # "own" | "shared" | "templates" | "basis" | "ring"
+    owned: Owned | None = None  # the shared kernel, bank, basis or ring it uses
     own_rank: int = 0  # basis: filters of its own basis
+    kernel: int = 3  # kernel side
+    offset: int = 0  # ring: where its entries start in the concatenation of every ring conv's
 
     @property
     def block(self) -> str:
-        return self.path.rpartition(".")[0]
+        return ".".join(self.path.split(".")[:4])  # "stages.1.blocks.2"
+
+    @property
+    def name(self) -> str:
+        return self.path[len(self.block) + 1 :]  # "conv1", "shortcut.conv"
+
+    @property
+    def numel(self) -> int:
+        return self.out_ch * self.in_ch * self.kernel * self.kernel
 
     def tensors(self) -> dict[str, tuple[int, ...]]:
         """state_dict key -> shape of what this conv holds itself (shared tensors excluded)."""
         p = self.path
         if self.source == "own":
-            return {f"{p}.weight": (self.out_ch, self.in_ch, 3, 3)}
+            return {f"{p}.weight": (self.out_ch, self.in_ch, self.kernel, self.kernel)}
         if self.source == "templates":
             return {f"{p}.coefficients": (self.owned.count,)}
         if self.source == "basis":
@@ -162,8 +184,10 @@ def check(sharing: Sharing) -> None:
     """Raise InvalidArgumentError for an unknown scheme or an option out of range."""
     if sharing.scheme not in SCHEMES:
         raise InvalidArgumentError(f"unknown sharing scheme {sharing.scheme!r}; valid: {', '.join(SCHEMES)}")
-    for name, value, low in (("templates", sharing.templates, 1), ("shared_rank", sharing.shared_rank, 1),
-                             ("unique_rank", sharing.unique_rank, 0)):  # fmt: skip
+    for name, low in (("templates", 1), ("shared_rank", 1), ("unique_rank", 0), ("ring_size", 1), ("ring_seed", 0)):
+        value = getattr(sharing, name)
+        if value is None and name == "ring_size":
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
     if sharing.basis not in BASIS_KINDS:
@@ -173,8 +197,8 @@ def check(sharing: Sharing) -> None:
 def check_scheme(scheme: str, kind: str) -> None:
     """Raise InvalidArgumentError for an unknown scheme or one the block kind cannot take."""
     check(Sharing(scheme))
-    if scheme != "none" and scheme not in RULES[kind]:
-        valid = ", ".join(["none", *RULES[kind]])
+    if scheme not in ("none", "ring") and scheme not in RULES[kind]:
+        valid = ", ".join(["none", *RULES[kind], "ring"])
         raise InvalidArgumentError(
             f"share={scheme!r} {WHY_NOT[scheme].format(kind=kind)}; valid for this family: {valid}"
         )
@@ -207,6 +231,11 @@ class SharePlan:
         """The distinct shared tensors, in the order their first user appears."""
         return list(dict.fromkeys(s.owned for s in self.slots if s.owned is not None))
 
+    @property
+    def ring_total(self) -> int:
+        """Kernel entries the ring convs read together (T); 0 without a ring."""
+        return sum(s.numel for s in self.slots if s.source == "ring")
+
     def owned_by(self, owner: str) -> list[Owned]:
         return [o for o in self.owned() if o.owner == owner]
 
@@ -214,8 +243,8 @@ class SharePlan:
         return [s for s in self.slots if s.owned == owned]
 
     def block_slots(self, block: str) -> dict[str, ConvSlot]:
-        """The 3x3 slots of one block by name ("conv1", "conv2")."""
-        return {s.path.rpartition(".")[2]: s for s in self.slots if s.block == block}
+        """The slots of one block by name ("conv1", "conv2"; under the ring also "conv3", "shortcut.conv")."""
+        return {s.name: s for s in self.slots if s.block == block}
 
     def groups(self) -> dict[str, list[str]]:
         """state_dict key of each shared tensor -> the convs that use it (weight files record this)."""
@@ -244,6 +273,8 @@ def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
     """The plan of `arch` under `sharing`: the family's rule applied to every block of every stage."""
     check_scheme(sharing.scheme, arch.kind)
     check(sharing)  # the options (check_scheme sees the scheme alone)
+    if sharing.scheme == "ring":
+        return _ring_plan(arch, sharing)
     rule = RULES[arch.kind].get(sharing.scheme, lambda i, spec: ())
     first_width = arch.stages[0][0].width
     slots = []
@@ -266,6 +297,27 @@ def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
         )
     _check_shapes(plan)
     return plan
+
+
+def ring_convs(arch: ArchSpec) -> list[ConvSlot]:
+    """Every conv of the stages in module order, each with where its entries start (RPG's order)."""
+    slots, offset = [], 0
+    for si, specs in enumerate(arch.stages):
+        for bi, spec in enumerate(specs):
+            for name, (in_ch, out_ch, k, stride, norm) in spec.convs().items():
+                slot = ConvSlot(f"stages.{si}.blocks.{bi}.{name}", in_ch, out_ch, stride, norm, kernel=k, offset=offset)
+                slots.append(slot)
+                offset += slot.numel
+    return slots
+
+
+def _ring_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
+    convs = ring_convs(arch)  # a ring larger than their entries is allowed (RPG rounds it up): some go unread
+    size = max(s.numel for s in convs) if sharing.ring_size is None else sharing.ring_size
+    sharing = replace(sharing, ring_size=size)
+    ring = Owned("", "ring", 0, 0, size=size)
+    slots = tuple(replace(s, source="ring", owned=ring) for s in convs)
+    return SharePlan(sharing, slots)
 
 
 _SOURCE = {"stage": "shared", "block": "shared", "templates": "templates", "basis": "basis"}
@@ -303,6 +355,8 @@ def recognise(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> Sharing | N
 
 def _candidates(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> list[Sharing]:
     out = [Sharing(s) for s in ("none", "stage", "block") if s == "none" or s in RULES[arch.kind]]
+    if len(shapes.get("ring.weight", ())) == 1:  # the seed is not in the shapes: weight files record it
+        out.append(Sharing("ring", ring_size=shapes["ring.weight"][0]))
     first_width = arch.stages[0][0].width
     for key, shape in shapes.items():
         if re.fullmatch(r"stages\.(\d+)\.bank\.templates", key) and len(shape) == 4:

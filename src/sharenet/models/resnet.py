@@ -9,6 +9,7 @@ from ..errors import PlanMismatchError
 from .families import ArchSpec
 from .norm_act import BatchNormAct2d
 from .plan import SharePlan, Sharing, recognise
+from .ring import ParameterRing
 from .stage import Stage
 
 
@@ -46,7 +47,8 @@ class Head(nn.Module):
 class ResNet(nn.Module):
     """Any of the four families under any sharing plan; build it with `sharenet.create_model`.
 
-    `self.plan` (plan.py) says where every 3x3 conv's kernel comes from; the stages are built from it.
+    `self.plan` (plan.py) says where every conv's kernel comes from; the stages are built from it.
+    Under share="ring" the network owns the parameter ring, `self.ring`, which its stage convs read.
     """
 
     def __init__(self, arch: ArchSpec, plan: SharePlan, num_classes: int, in_chans: int = 3):
@@ -54,10 +56,19 @@ class ResNet(nn.Module):
         self.arch, self.plan, self.share = arch, plan, plan.scheme
         self.config: dict = {}  # filled by create_model: what rebuilds this model from a file
         self.stem = Stem(arch.stem, in_chans, arch.stem_ch)
-        self.stages = nn.ModuleList(Stage(list(specs), plan, i) for i, specs in enumerate(arch.stages))
+        ring = next((o for o in plan.owned() if o.size), None)
+        self.ring = ParameterRing(ring.size, plan.sharing.ring_seed, plan.ring_total) if ring else None
+        owners = {ring.path: self.ring} if ring else {}
+        self.stages = nn.ModuleList(Stage(list(specs), plan, i, owners) for i, specs in enumerate(arch.stages))
         self.head = Head(arch.out_ch, num_classes, arch.preact_head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ring is not None and torch.compiler.is_exporting():
+            with self.ring.derived_in_graph():  # the file holds the ring and the seed's arithmetic, not the map
+                return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)

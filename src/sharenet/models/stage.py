@@ -2,18 +2,20 @@
 
 The stage reads its part of the sharing plan (plan.py): it creates the tensors the plan places
 under it (a ShaResNet kernel `shared`, a template `bank`, filter bases `basis`/`basis1`/`basis2`)
-and, as each block asks for its 3x3 convs, builds every conv from its plan slot, handing it the
-shared module it uses.
+and, as each block asks for its convs, builds every conv from its plan slot, handing it the
+shared module it uses (the parameter ring, owned by the network, is handed in). A 1x1 conv the
+plan does not redirect is an ordinary conv.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from .blocks import BlockSpec
-from .layers import Conv3x3, SharedKernel
+from .blocks import BlockSpec, ConvFactory
+from .layers import Conv3x3, SharedKernel, conv1x1
 from .learned import BasisConv3x3, TemplateBank, TemplateConv3x3, orthogonal_bases, orthogonal_coefficients
 from .plan import ConvSlot, Owned, SharePlan
+from .ring import RingConv
 
 
 def make_owned(owned: Owned) -> nn.Module:
@@ -26,6 +28,8 @@ def make_owned(owned: Owned) -> nn.Module:
 def make_conv(slot: ConvSlot, owners: dict[str, nn.Module]) -> nn.Module:
     """The module of one 3x3 slot, as its plan entry says."""
     shared = owners[slot.owned.path] if slot.owned else None
+    if slot.source == "ring":
+        return RingConv(slot.in_ch, slot.out_ch, slot.kernel, slot.stride, shared, slot.offset)
     if slot.source == "templates":
         return TemplateConv3x3(slot.in_ch, slot.out_ch, slot.stride, shared)
     if slot.source == "basis":
@@ -39,10 +43,11 @@ class Stage(nn.Module):
     `self.basis` (or `basis1`, `basis2`) serve blocks 2..n; under Dai et al. each picked block
     owns its kernel."""
 
-    def __init__(self, specs: list[BlockSpec], plan: SharePlan, index: int):
+    def __init__(self, specs: list[BlockSpec], plan: SharePlan, index: int, owners: dict[str, nn.Module]):
+        """`owners`: the shared modules owned above the stage (the ring), by plan path."""
         super().__init__()
         path = f"stages.{index}"
-        owners = {}
+        owners = dict(owners)
         for owned in plan.owned_by(path):
             owners[owned.path] = make_owned(owned)
             setattr(self, owned.name, owners[owned.path])
@@ -51,9 +56,8 @@ class Stage(nn.Module):
             block = f"{path}.blocks.{i}"
             for owned in plan.owned_by(block):  # intra-block kernel, before the block's convs
                 owners[owned.path] = make_owned(owned)
-            slots = plan.block_slots(block)
             kernel = owners.get(f"{block}.shared")
-            blocks.append(spec.build(lambda name, slots=slots: make_conv(slots[name], owners), own_shared=kernel))
+            blocks.append(spec.build(_factory(spec, plan.block_slots(block), owners), own_shared=kernel))
         self.blocks = nn.ModuleList(blocks)
         orthogonal_coefficients([m for m in self.modules() if isinstance(m, TemplateConv3x3)])
         orthogonal_bases([m for name, m in self.named_children() if name.startswith("basis")])
@@ -62,3 +66,15 @@ class Stage(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x
+
+
+def _factory(spec: BlockSpec, slots: dict[str, ConvSlot], owners: dict[str, nn.Module]) -> ConvFactory:
+    """A block's conv builder: its plan slot's module, or an ordinary 1x1 conv where the plan has none."""
+
+    def conv(name: str) -> nn.Module:
+        if name in slots:
+            return make_conv(slots[name], owners)
+        in_ch, out_ch, k, stride, _ = spec.convs()[name]
+        return conv1x1(in_ch, out_ch, stride) if k == 1 else Conv3x3(in_ch, out_ch, stride)
+
+    return conv
