@@ -100,9 +100,9 @@ def rpg_scale(out_ch: int, k: int) -> float:
 class ParameterRing(nn.Module):
     """The ring: `weight` (N,) and the seed its map is derived from; the network's stage convs read it.
 
-    The map is derived lazily on the ring's device and cached. It is no buffer: not a parameter of
-    the model, never saved, and rebuilt identically from the seed after a load, a move or
-    meta-device construction.
+    The map is derived on the ring's device when the ring is built or moved (so that a compiled step
+    finds it ready) and cached. It is no buffer: not a parameter of the model, never saved, and
+    rebuilt identically from the seed after a load, a move or meta-device construction + to_empty.
     """
 
     def __init__(self, size: int, seed: int, total: int):
@@ -112,6 +112,16 @@ class ParameterRing(nn.Module):
         nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / RPG_FAN))
         self._map: tuple[torch.Tensor, torch.Tensor] | None = None  # (index, sign) on the ring's device
         self._flat: torch.Tensor | None = None  # while exporting: every kernel entry, derived in the graph
+        self._derive()
+
+    def _derive(self) -> None:
+        if not self.weight.is_meta:
+            self.map(self.weight.device)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self._derive()
+        return out
 
     def map(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(index, sign) of every position, on `device`."""
