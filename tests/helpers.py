@@ -4,12 +4,13 @@ import json
 from pathlib import Path
 
 from sharenet.models import Conv3x3
+from sharenet.models.ring import RingConv
 
 
 def assert_tied(model):
     """Every conv of every plan group applies its owner's very tensor; returns the group count.
 
-    The owner (a stage's kernel, bank or basis; a block's kernel) is looked up by the plan's
+    The owner (a stage's kernel, bank or basis; a block's kernel; the network's ring) is looked up by the plan's
     path; each user conv (or, for a filter-basis conv, its basis conv) must borrow that very
     module, whose tensor is the state_dict's one entry.
     """
@@ -20,7 +21,7 @@ def assert_tied(model):
         for slot in plan.users(owned):
             module = model.get_submodule(slot.path)
             conv = module.basis if slot.source == "basis" else module
-            assert isinstance(conv, Conv3x3)
+            assert isinstance(conv, (Conv3x3, RingConv))
             assert conv.borrowed is owner, f"{slot.path} no longer uses {owned.key}"
             if slot.source == "shared":
                 assert conv.kernel() is tensor, f"{slot.path} no longer applies {owned.key}"

@@ -266,3 +266,22 @@ def test_opset_and_fixed_batch_are_honoured(tmp_path):
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [3, 3, 32, 32]
     x = torch.randn(3, 3, 32, 32)
     assert torch.allclose(open_runner(done.path).run(x), model(x), atol=1e-4)
+
+
+def test_ring_run_exports_the_ring_checks_and_predicts(fmnist_dir, tmp_path, capsys):
+    """A trained ring model's files hold the ring, not its map or kernels: tensors at most 1.1 x
+    (parameters + BatchNorm statistics) x 4 bytes, the map recomputed in the graph from the seed."""
+    run = tmp_path / "ring"
+    sharenet_cli("train", "--data-dir", str(fmnist_dir), "--model", "resnet20", "--share", "ring",
+                 "--set", "model.params=60000", "--max-steps", "20", "--batch-size", "64", "--out", str(run),
+                 "--no-progress", "--set", "run.compile=off")  # fmt: skip
+    for fmt in ("onnx", "pt2"):
+        r = _cli_json(capsys, "export", str(run), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}"), "--check",
+                      "--data-dir", str(fmnist_dir))  # fmt: skip
+        assert r["tensor_bytes"] <= 1.1 * r["expected_bytes"] and r["expected_bytes"] < 60_000 * 4 * 1.1, r
+        c = r["check"]
+        assert c["top1_agreement"] == 1.0 and c["relative_diff"] <= 1e-4, r
+    pngs = _pngs(fmnist_dir, tmp_path / "png", n=8)
+    from_file = _cli_json(capsys, "predict", str(tmp_path / "m.onnx"), str(pngs))
+    from_run = _cli_json(capsys, "predict", str(run), str(pngs))
+    assert [r["top"][0]["index"] for r in from_file] == [r["top"][0]["index"] for r in from_run]

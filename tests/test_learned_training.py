@@ -27,6 +27,7 @@ SCHEMES = {
     "templates": ["--share", "templates", "--set", "model.templates=1"],
     "basis": ["--share", "basis", "--set", "model.shared_rank=4", "--set", "model.unique_rank=2",
               "--set", "model.basis=double", "--set", "optim.ortho_penalty=10"],
+    "ring": ["--share", "ring", "--set", "model.params=60000"],
 }  # fmt: skip
 COMMON = ["--model", "resnet14", "--batch-size", "64", "--no-progress", "--checkpoint-every", "3"]
 
@@ -82,7 +83,7 @@ def test_resume_ignores_the_options_of_another_scheme():
 
 
 def test_ema_averages_each_bank_and_basis_once_per_step():
-    for options in ({"share": "templates"}, {"share": "basis"}):
+    for options in ({"share": "templates"}, {"share": "basis"}, {"share": "ring"}):
         model = create_model("resnet14", **options)
         ema = WeightEMA(model, decay=0.5)
         with torch.no_grad():
@@ -96,7 +97,8 @@ def test_ema_averages_each_bank_and_basis_once_per_step():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{"share": "templates"}, {"share": "basis"}], ids=lambda o: o["share"])
+@pytest.mark.parametrize("options", [{"share": "templates"}, {"share": "basis"}, {"share": "ring", "ring_size": 5000}],
+                         ids=lambda o: o["share"])  # fmt: skip
 def test_compiled_step_agrees_with_eager(options):
     model = create_model("resnet14", num_classes=10, **options).to(memory_format=torch.channels_last)
     x = torch.randn(8, 3, 16, 16).to(memory_format=torch.channels_last)

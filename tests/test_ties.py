@@ -23,6 +23,8 @@ CASES = [  # every family under the hard schemes, every family each learned sche
     ("resnet50", "templates"),
     ("resnet20", "basis"),
     ("resnet18", "basis"),
+    ("resnet20", "ring"),
+    ("preact_resnet20", "ring"),
 ]
 
 

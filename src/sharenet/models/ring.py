@@ -63,18 +63,20 @@ def ring_keys(seed: int, total: int) -> tuple[list[tuple[int, int, int]], tuple[
 def _bit(h: torch.Tensor, a: int, b: int) -> torch.Tensor:
     """A pseudo-random bit of each h (int64 in [0, 2^31)): bit 16 of ((h * a + b) mod P)^2 mod P."""
     v = torch.remainder(h * a + b, PRIME)
-    return torch.remainder(torch.div(torch.remainder(v * v, PRIME), 65536, rounding_mode="floor"), 2)
+    return (torch.remainder(torch.remainder(v * v, PRIME), 131072) >= 65536).long()  # no division: exporters
+    # lower an integer floor division through floating point, which rounds values past 2^24
 
 
 def map_positions(t: torch.Tensor, seed: int, size: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ring index, sign) of positions `t` (int64) of a ring of `size` entries read `total` times.
 
-    Integer tensor ops only, so that it traces into an exported graph as it runs eagerly.
+    Integer tensor ops on non-negative values only, so that it traces into an exported graph as it
+    runs eagerly (an exporter may lower a remainder through a truncating division).
     """
     rounds, (sa, sb) = ring_keys(seed, total)
     x = t
     for k, a, b in rounds:
-        partner = torch.remainder(k - x, total)
+        partner = torch.remainder(k + total - x, total)  # (k - x) mod T, every operand non-negative
         x = torch.where(_bit(torch.maximum(x, partner), a, b) == 1, partner, x)
     return torch.remainder(x, size), 1 - 2 * _bit(t, sa, sb)
 

@@ -24,6 +24,7 @@ class RunRecord:
     wall_s: float
     curve: list[tuple[float, float]]  # (epoch, test top-1) per epoch row
     loss_curve: list[tuple[float, float]]  # (epoch, training loss) per logged training row
+    variant: str = ""  # what else shaped the model: a width other than the family's, the scheme's options
 
 
 def collect(paths: list[str | Path]) -> list[RunRecord]:
@@ -45,8 +46,25 @@ def _record(run: RunDir) -> RunRecord:
         run.path, config["data"]["dataset"], config["model"]["name"], config["model"]["share"], config["run"]["seed"],
         summary["params"], summary["test_top1"], 1 - epochs[-1]["train_acc"] if epochs else None,
         summary["epochs"], summary["wall_s"], [(r["epoch"], r["test_top1"]) for r in epochs],
-        [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"],
+        [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"], variant(config["model"]),
     )  # fmt: skip
+
+
+def variant(model: dict) -> str:
+    """ "width 12, templates=2": a recorded model's width (where not its family's) and scheme options."""
+    from ..models.plan import OPTIONS
+    from ..models.registry import default_width
+
+    parts = []
+    if model.get("width") not in (None, default_width(model["name"])):
+        parts.append(f"width {model['width']}")
+    for option in OPTIONS.get(model["share"], ()):
+        value = model.get(option)
+        if value is not None:
+            parts.append(f"{option}={value:,}" if isinstance(value, int) else f"{option}={value}")
+    if model.get("params") is not None:
+        parts.append(f"budget {model['params']:,}")
+    return ", ".join(parts)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from .records import RunRecord, mean_std
 def aggregate(records: list[RunRecord]) -> list[dict]:
     groups: dict[tuple, list[RunRecord]] = {}
     for r in records:
-        groups.setdefault((r.dataset, r.model, r.share), []).append(r)
+        groups.setdefault((r.dataset, r.model, r.share, r.variant), []).append(r)
     rows = []
     size = {}  # a model's largest parameter count (its unshared form): models ordered by size, then scheme
     for r in records:
@@ -28,16 +28,17 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
     order = {scheme: i for i, scheme in enumerate(SCHEMES)}
 
     def key(kv):
-        (dataset, model, share), _ = kv
-        return dataset, size[model], model, order.get(share, len(order))
+        (dataset, model, share, variant), _ = kv
+        return dataset, size[model], model, order.get(share, len(order)), variant
 
-    for (dataset, model, share), runs in sorted(groups.items(), key=key):
+    for (dataset, model, share, variant), runs in sorted(groups.items(), key=key):
         top1, top1_std = mean_std([r.test_top1 for r in runs])
         train = [r.train_error for r in runs if r.train_error is not None]
-        base = groups.get((dataset, model, "none"))
+        base = groups.get((dataset, model, "none", ""))
         paper = PAPER_TOP1_ERROR.get((dataset, model, share))
         rows.append({
-            "dataset": dataset, "model": model, "share": share, "params": runs[0].params, "n": len(runs),
+            "dataset": dataset, "model": model, "share": share, "variant": variant, "params": runs[0].params,
+            "n": len(runs),
             "test_top1": top1, "test_top1_std": top1_std,
             "train_error": statistics.fmean(train) if train else None,
             "vs_unshared": top1 - statistics.fmean(r.test_top1 for r in base) if base and share != "none" else None,
@@ -53,12 +54,15 @@ def _pct(v, signed=False) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| data set | model | scheme | params | test top-1 % (mean ± std) | n | final train error % "
-            "| vs unshared (pts) | paper top-1 % | vs paper (pts) |")  # fmt: skip
-    lines = [head, "|" + "---|" * 10]
+    """The table; a column of variants (width, scheme options, budget) only where a run has one."""
+    variants = any(r["variant"] for r in rows)
+    head = (f"| data set | model | scheme |{' variant |' if variants else ''} params | test top-1 % (mean ± std) | n "
+            "| final train error % | vs unshared (pts) | paper top-1 % | vs paper (pts) |")  # fmt: skip
+    lines = [head, "|" + "---|" * (11 if variants else 10)]
     for r in rows:
+        variant = f" {r['variant']} |" if variants else ""
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['share']} | {r['params']:,} | {_pct(r['test_top1'])} ± "
+            f"| {r['dataset']} | {r['model']} | {r['share']} |{variant} {r['params']:,} | {_pct(r['test_top1'])} ± "
             f"{_pct(r['test_top1_std'])} | {r['n']} | {_pct(r['train_error'])} | {_pct(r['vs_unshared'], True)} "
             f"| {_pct(r['paper_top1'])} | {_pct(r['vs_paper'], True)} |"
         )
@@ -75,13 +79,14 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
         "pareto": accuracy_vs_params(rows, stem.with_name(stem.name + "-accuracy-vs-params.png")),
         "curves": curves_per_model(records, stem.with_name(stem.name + "-curves.png")),
     }
+    fields = [k for k in rows[0] if k != "variant" or any(r["variant"] for r in rows)]
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     files["csv"] = stem.with_suffix(".csv")
     total_h = sum(r.wall_s for r in records) / 3600
-    claims = claims_markdown(answer_claims(records))
+    claims = claims_markdown(answer_claims([r for r in records if not r.variant]))  # the papers' own models
     text = [f"# {title}\n" if title else "", markdown(rows),
             f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best "
             "epoch); 'vs unshared' is the difference of the means.", ""]  # fmt: skip

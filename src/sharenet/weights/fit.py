@@ -12,6 +12,10 @@ error ||fit - kernel|| / ||kernel||:
   stacked (out*convs, in*9) as the shared basis; per conv, the top-u singular vectors of what it
   leaves as the own basis; coefficients by least squares on the joint basis; the basis
   BatchNorm set to the identity in eval mode.
+- parameter ring (RPG): least squares with a closed form. Position t of conv l reads
+  sign_t * scale_l * ring[index_t], so each ring entry is the weighted mean of the signed kernel
+  entries mapped to it: ring[j] = sum(sign_t scale_l k_t) / sum(scale_l^2) over the positions
+  reading j. Entries no position reads keep their initialisation.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..models.plan import ConvSlot, Owned
+from ..models.ring import ring_map, rpg_scale
 
 Fitted = tuple[dict[str, torch.Tensor], dict[str, float]]  # state_dict entries, conv path -> error
 
@@ -78,3 +83,19 @@ def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor
             f"{p}.coeff.weight": coeff.reshape(slot.out_ch, rank, 1, 1),
         })  # fmt: skip
     return state, _errors(slots, rows, fits)
+
+
+def ring(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], seed: int, init: torch.Tensor) -> Fitted:
+    """`slots` in ring order (their offsets); `init`: the ring's current entries, kept where none is read."""
+    total = sum(slot.numel for slot in slots)
+    index, sign = ring_map(seed, owned.size, total)
+    index = index.long()
+    scale = torch.cat([torch.full((s.numel,), rpg_scale(s.out_ch, s.kernel), dtype=torch.float64) for s in slots])
+    coef = sign.double() * scale  # what each position multiplies its ring entry by
+    target = torch.cat([k.flatten().double() for k in kernels])
+    num = torch.zeros(owned.size, dtype=torch.float64).index_add_(0, index, coef * target)
+    den = torch.zeros(owned.size, dtype=torch.float64).index_add_(0, index, scale.square())
+    fitted = torch.where(den > 0, num / den.clamp_min(1e-300), init.double())
+    flat = fitted[index] * coef
+    fits = [f.view_as(k) for f, k in zip(flat.split([s.numel for s in slots]), kernels, strict=True)]
+    return {owned.key: fitted}, _errors(slots, [k.double() for k in kernels], fits)

@@ -18,6 +18,7 @@ import torch
 from ..errors import InvalidArgumentError, PlanMismatchError, WeightsError
 from ..models import ResNet, create_model
 from ..models.plan import OPTION_NAMES, Sharing
+from ..models.registry import default_width
 from . import fit
 from .files import read_safetensors
 from .peers import detect_layout, to_sharenet, unwrap
@@ -93,7 +94,7 @@ def unshare(model: ResNet) -> ResNet:
     return plain.train(model.training)
 
 
-_OPTIONS = ("share", *OPTION_NAMES)  # the config keys that choose the plan
+_OPTIONS = ("share", "params", *OPTION_NAMES)  # the config keys that choose the plan (and a budget)
 
 
 def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
@@ -104,7 +105,10 @@ def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str
     for owned in plan.owned():
         slots = plan.users(owned)
         kernels = [_take(unshared, f"{s.path}.weight").double() for s in slots]
-        if slots[0].source == "templates":
+        if slots[0].source == "ring":
+            seed = plan.sharing.ring_seed
+            fitted, report[owned.key] = fit.ring(owned, slots, kernels, seed, current[owned.key].cpu())
+        elif slots[0].source == "templates":
             fitted, report[owned.key] = fit.template_bank(owned, slots, kernels, current[owned.key].cpu())
         elif slots[0].source == "basis":
             eps = model.get_submodule(f"{slots[0].path}.bn").eps
@@ -146,7 +150,7 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
         else:  # fits no plan of this architecture: the strict load below names the keys
             src_config = model.config if layout == "sharenet" else {**plain, "share": "none"}
     report = LoadReport(layout, src_config["share"], model.share)
-    if all(src_config.get(k) == model.config.get(k) for k in ("name", *_OPTIONS)):
+    if _same_model(src_config, model.config):
         _strict_load(model, state)
         return report
     if not fuse_kernels:
@@ -159,6 +163,13 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
     _strict_load(source, state)
     report.fused = fuse(model, unshared_state_dict(source))
     return report
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    """Two model configs build the same tensors: name, width (absent: the family's) and sharing."""
+    widths = [c.get("width") or default_width(c["name"]) for c in (a, b)]
+    keys = ("name", "share", *OPTION_NAMES)
+    return widths[0] == widths[1] and all(a.get(k) == b.get(k) for k in keys)
 
 
 def _strict_load(model: ResNet, state: dict[str, torch.Tensor]) -> None:
