@@ -36,7 +36,7 @@ class StudySpec:
     schemes: tuple[str, ...]
     seeds: tuple[int, ...]
     out: Path
-    extra_runs: tuple[dict, ...] = field(default_factory=tuple)  # [{model:, share:}] beyond the grid
+    extra_runs: tuple[dict, ...] = field(default_factory=tuple)  # [{model:, share:, name:, set:}] beyond the grid
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class PlannedRun:
     share: str
     seed: int
     out: Path
+    sets: tuple[tuple[str, object], ...] = ()  # this run's own overrides ({"model.params": 172666, ...})
 
     def state(self) -> str:
         """ "done", "partial" or "new", as its run directory says."""
@@ -70,12 +71,26 @@ def load_spec(path: str | Path) -> StudySpec:
     return spec
 
 
+EXTRA_KEYS = {"model", "share", "name", "set"}
+
+
 def plan_runs(spec: StudySpec) -> list[PlannedRun]:
-    pairs = [(m, s) for m, s in itertools.product(spec.models, spec.schemes) if _valid(m, s)]
-    extra = [(r["model"], r.get("share", "none")) for r in spec.extra_runs]
-    pairs += [p for p in extra if p not in pairs]
+    """The grid's runs, then the extra ones: those with `set:` (their own overrides, e.g. a budget
+    or a scheme's options) are named by `name:` (default model-share), the run folder name-sSEED."""
+    pairs = [(m, s, f"{m}-{s}", ()) for m, s in itertools.product(spec.models, spec.schemes) if _valid(m, s)]
+    for r in spec.extra_runs:
+        unknown = set(r) - EXTRA_KEYS
+        if unknown or "model" not in r:
+            raise ConfigError(f"extra run {r}: needs 'model'; valid keys: {', '.join(sorted(EXTRA_KEYS))}")
+        share = r.get("share", "none")
+        sets = tuple(flatten(r.get("set") or {}, f"extra run {r.get('name', r['model'])}").items())
+        name = r.get("name", f"{r['model']}-{share}")
+        if name not in [p[2] for p in pairs]:
+            pairs.append((r["model"], share, name, sets))
     # seed-major: after the first len(pairs) runs, every configuration has one seed to report
-    return [PlannedRun(m, s, seed, spec.out / f"{m}-{s}-s{seed}") for seed in spec.seeds for m, s in pairs]
+    return [
+        PlannedRun(m, s, seed, spec.out / f"{name}-s{seed}", sets) for seed in spec.seeds for m, s, name, sets in pairs
+    ]
 
 
 def _valid(model: str, share: str) -> bool:
@@ -92,14 +107,14 @@ def _valid(model: str, share: str) -> bool:
 
 
 def _config(spec: StudySpec, run: PlannedRun):
-    cfg = apply(recipe_config(spec.recipe), spec.base)
+    cfg = apply(recipe_config(spec.recipe), {**spec.base, **dict(run.sets)})
     return apply(
         cfg, {"model.name": run.model, "model.share": run.share, "run.seed": run.seed, "run.out": str(run.out)}
     )
 
 
 def train_command(spec: StudySpec, run: PlannedRun) -> list[str]:
-    sets = [f"{k}={_yaml_value(v)}" for k, v in spec.base.items()]
+    sets = [f"{k}={_yaml_value(v)}" for k, v in {**spec.base, **dict(run.sets)}.items()]
     cmd = [sys.executable, "-m", "sharenet", "train", "--recipe", spec.recipe, "--model", run.model,
            "--share", run.share, "--seed", str(run.seed), "--out", str(run.out), "--no-progress"]  # fmt: skip
     cmd += [arg for s in sets for arg in ("--set", s)]
