@@ -285,3 +285,4 @@ def test_ring_run_exports_the_ring_checks_and_predicts(fmnist_dir, tmp_path, cap
     from_file = _cli_json(capsys, "predict", str(tmp_path / "m.onnx"), str(pngs))
     from_run = _cli_json(capsys, "predict", str(run), str(pngs))
     assert [r["top"][0]["index"] for r in from_file] == [r["top"][0]["index"] for r in from_run]
+    assert "export it without --int8" in _fails(capsys, "export", str(run), "--int8", "--out", str(tmp_path / "q.onnx"))

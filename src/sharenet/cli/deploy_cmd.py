@@ -58,6 +58,11 @@ def run_export(args) -> int:
     if args.calibration < 1:
         raise InvalidArgumentError(f"--calibration must be at least 1, got {args.calibration}")
     model, meta = load_model(args.source)
+    if args.int8 and model.share == "ring":
+        raise InvalidArgumentError(
+            "--int8 quantizes conv kernels stored in the file, and a ring model's kernels are computed in the graph "
+            "from the ring (int8 would make the file larger); export it without --int8"
+        )
     out = Path(args.out)
     if args.int8:
         calibration = checks.dataset_images(meta, "train", args.calibration, args.data_dir)[0]
