@@ -5,6 +5,7 @@ import json
 import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -247,3 +248,30 @@ def test_describe_and_json_show_the_choice(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == 172_666 and info["sharing"] == {"ring_size": 167_808, "ring_seed": 0}
     assert info["width"] == 16 and list(info["shared_kernels"]) == ["ring.weight"]
+
+
+def test_a_budget_run_resumes_with_the_width_it_chose():
+    from sharenet.engine.config import Config, apply
+    from sharenet.engine.validate import check_resume_compatible
+
+    asked = apply(Config(), {"model.share": "none", "model.params": 172_666})
+    recorded = replace(asked, model=asked.model.resolved(create_model("resnet20", params=172_666).config))
+    assert recorded.model.width == 12
+    assert check_resume_compatible(asked, {"config": recorded.to_dict()}) == []  # solved again, to 12
+    other = apply(asked, {"model.params": 100_000})
+    with pytest.raises(Exception, match="model.params"):
+        check_resume_compatible(other, {"config": recorded.to_dict()})
+
+
+def test_the_first_look_spec_gives_each_extra_run_its_own_overrides():
+    from pathlib import Path
+
+    from sharenet.study.runner import load_spec, plan_runs, train_command
+
+    spec = load_spec(Path(__file__).parent.parent / "experiments" / "budget" / "first-look.yaml")
+    runs = {r.out.name: r for r in plan_runs(spec)}
+    assert len(runs) == 6 and "resnet56-ring-params172666-s0" in runs
+    cmd = train_command(spec, runs["resnet56-basis-s8u1-params172666-s0"])
+    for setting in ("model.shared_rank=8", "model.unique_rank=1", "model.params=172666"):
+        assert cmd[cmd.index(setting) - 1] == "--set"
+    assert "model.params=172666" not in train_command(spec, runs["resnet20-stage-s0"])
