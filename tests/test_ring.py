@@ -111,7 +111,7 @@ def test_the_map_is_what_its_documentation_says():
 
 def test_each_ring_conv_starts_with_its_own_kaiming_fan_out_std():
     torch.manual_seed(0)
-    model = create_model("resnet50", share="ring", ring_size=2_000_000, num_classes=10)
+    model = create_model("resnet50", share="ring", ring_size=500_000, num_classes=10, width=16)
     convs = [m for m in model.modules() if isinstance(m, RingConv)]
     assert {c.k for c in convs} == {1, 3}  # 1x1 block convs and shortcuts are in the ring too
     for conv in convs:
