@@ -127,7 +127,8 @@ def test_two_ranks_train_the_bases_in_step(fmnist_dir, tmp_path):
 
 
 def test_bench_runs_each_scheme_with_its_options():
-    for share, options in (("templates", ["--set", "model.templates=3"]), ("basis", ["--set", "model.shared_rank=4"])):
+    for share, options in (("templates", ["--set", "model.templates=3"]), ("basis", ["--set", "model.shared_rank=4"]),
+                           ("ring", ["--set", "model.params=60000"])):  # fmt: skip
         fast = ["--steps", "1", "--rounds", "1", "--warmup", "1", "--set", "run.compile=off"]
         proc = sharenet_cli(
             "bench", "--model", "resnet14", "--share", share, "--batch-size", "4", *fast, *options, "--json"

@@ -40,7 +40,7 @@ def fast_path(
     """(train step, inference step, facts) built by the engine exactly as training builds them.
 
     `fused=False` keeps plain BatchNorm where the engine would switch to the fused kernel."""
-    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share)).to(device)
+    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share, shape[0])).to(device)
     trainer = build_trainer(cfg, model, device, steps_per_epoch=10_000)  # a full run's compile decision
     if not fused:
         use_fused_kernel(model, on=False)
@@ -58,14 +58,20 @@ def fast_path(
     return (lambda: trainer.step(x, y, 1)), infer, facts
 
 
-def _options(cfg: Config, share: str) -> dict:
-    """create_model's keywords for `share`, with the config's options for that scheme."""
-    return replace(cfg.model, share=share).create_kwargs()
+def _options(cfg: Config, share: str, in_chans: int) -> dict:
+    """create_model's keywords for `share`, with the config's options for that scheme. Another scheme
+    (the unshared comparison) gets the same architecture: the width a budget chose, not a budget."""
+    m = cfg.model
+    if share != m.share and m.params is not None:
+        with torch.device("meta"):
+            width = create_model(m.name, in_chans=in_chans, **m.create_kwargs()).config["width"]
+        m = replace(m, params=None, width=width)
+    return replace(m, share=share).create_kwargs()
 
 
 def plain_path(cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None]) -> tuple[Callable, Callable]:
     """What a user writes by hand: eager, fp32, NCHW, torch.optim.SGD defaults."""
-    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share)).to(device)
+    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share, shape[0])).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x, y = _inputs(model, batch, device, False, shape[1])
 
@@ -144,7 +150,7 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
     train_rates = interleaved(variants, device, steps, rounds, batch)
     train = _median(train_rates)
     infer = _median(interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch))
-    model = create_model(name, in_chans=in_chans, **_options(cfg, share))
+    model = create_model(name, in_chans=in_chans, **_options(cfg, share, in_chans))
     size = input_size or model.arch.input_size
     macs = count_macs(model, size, in_chans)
     peak = matmul_flops(device, dtype)
