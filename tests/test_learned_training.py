@@ -117,9 +117,11 @@ def test_compiled_step_agrees_with_eager(options):
 
 
 @pytest.mark.slow
-def test_two_ranks_train_the_bases_in_step(fmnist_dir, tmp_path):
+@pytest.mark.parametrize("scheme", ["basis", "ring"])
+def test_two_ranks_train_the_shared_tensors_in_step(scheme, fmnist_dir, tmp_path):
+    """Every rank derives the ring's map from the seed (it is no buffer DDP would broadcast)."""
     out = tmp_path / "ddp"
-    torchrun(2, "--data-dir", str(fmnist_dir), *COMMON, *SCHEMES["basis"], "--max-steps", "4",
+    torchrun(2, "--data-dir", str(fmnist_dir), *COMMON, *SCHEMES[scheme], "--max-steps", "4",
              "--out", str(out))  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4

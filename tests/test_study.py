@@ -20,6 +20,7 @@ from sharenet.engine.validate import check_config
 from sharenet.study.ablation import recipe_of
 from sharenet.study.claims import answer_claims
 from sharenet.study.records import RunRecord
+from sharenet.study.runner import load_spec, plan_runs
 
 from .helpers import newest_checkpoint_step
 from .test_train_cli import sharenet_cli
@@ -212,6 +213,22 @@ def test_published_ablation_regenerates_from_its_run_records(tmp_path):
     sharenet_cli("report", "--ablation", *variants, "--out", str(out), "--title", ABLATION_TITLE,
                  "--notes", str(docs / "recipe-5-epochs-notes.md"))  # fmt: skip
     assert out.read_text() == (docs / "recipe-5-epochs.md").read_text()
+
+
+def test_budget_first_look_regenerates_from_its_run_records(tmp_path):
+    """#24's first look: every scheme at resnet20 stage's 172,666 parameters, each run its spec's."""
+    docs = Path(__file__).parent.parent / "docs"
+    out = tmp_path / "budget-first-look.md"
+    sharenet_cli("report", str(docs / "budget" / "first-look"), "--out", str(out), "--notes",
+                 str(docs / "budget-first-look-notes.md"), "--title",
+                 "Issue #24: every scheme at 172,666 parameters (first look)")  # fmt: skip
+    assert out.read_text() == (docs / "budget-first-look.md").read_text()
+    assert out.with_suffix(".csv").read_text() == (docs / "budget-first-look.csv").read_text()
+    root = Path(__file__).parent.parent
+    spec = load_spec(root / "experiments" / "budget" / "first-look.yaml")
+    assert all((root / run.out / "summary.json").is_file() for run in plan_runs(spec))  # every run of the spec
+    rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
+    assert all(abs(int(r["params"]) - 172_666) <= 0.13 * 172_666 for r in rows) and len(rows) == 6
 
 
 @pytest.mark.parametrize(("folder", "report", "title", "dtype"), TEST_REPORTS)

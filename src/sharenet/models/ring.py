@@ -152,7 +152,7 @@ class ParameterRing(nn.Module):
             self._flat = None
 
     def extra_repr(self) -> str:
-        return f"{self.size:,} entries read {self.total:,} times, seed={self.seed}"
+        return f"{self.size:,} entries for {self.total:,} kernel entries, seed={self.seed}"
 
 
 class RingConv(nn.Module):
