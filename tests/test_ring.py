@@ -158,6 +158,9 @@ def test_ring_weights_are_recognised_by_their_shapes():
     model = create_model("resnet20", share="ring", ring_size=4_321)
     state = model.state_dict()
     assert model.sharing_of(state) == model.plan.sharing
+    seeded = create_model("resnet20", share="ring", ring_size=4_321, ring_seed=7)
+    seeded.load_state_dict(seeded.state_dict())  # its own tensors: the seed is not in the shapes
+    assert load_weights(seeded, seeded.state_dict()).fused == {}  # a plain load, not a fit to another map
     with pytest.raises(PlanMismatchError, match="share='ring', ring_size=4321"):
         create_model("resnet20", share="stage").load_state_dict(state)
 
@@ -250,6 +253,15 @@ def test_describe_and_json_show_the_choice(capsys):
     assert info["width"] == 16 and list(info["shared_kernels"]) == ["ring.weight"]
 
 
+def test_the_ring_is_decayed_like_the_kernels_it_holds():
+    from sharenet.engine.config import OptimConfig
+    from sharenet.engine.optim import param_groups
+
+    model = create_model("resnet14", share="ring", ring_size=5_000)
+    decayed = param_groups(model, OptimConfig(decay_norm_and_bias=False))[0]["params"]
+    assert any(p is model.ring.weight for p in decayed)
+
+
 def test_a_budget_run_resumes_with_the_width_it_chose():
     from sharenet.engine.config import Config, apply
     from sharenet.engine.validate import check_resume_compatible
@@ -275,3 +287,12 @@ def test_the_first_look_spec_gives_each_extra_run_its_own_overrides():
     for setting in ("model.shared_rank=8", "model.unique_rank=1", "model.params=172666"):
         assert cmd[cmd.index(setting) - 1] == "--set"
     assert "model.params=172666" not in train_command(spec, runs["resnet20-stage-s0"])
+
+
+def test_a_budget_is_checked_against_the_data_not_the_family_defaults():
+    """resnet18 with a 10-class head fits 300,000 parameters; its 1000-class default head would not."""
+    from sharenet.engine.config import Config, apply
+    from sharenet.engine.validate import check_config
+
+    check_config(apply(Config(), {"model.name": "resnet18", "model.share": "ring", "model.params": 300_000}))
+    assert count_params(_meta("resnet18", share="ring", params=300_000, num_classes=10)) == 300_000

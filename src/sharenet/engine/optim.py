@@ -21,7 +21,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        exempt = name in never or (not cfg.decay_norm_and_bias and (p.ndim <= 1 or name.endswith(".bias")))
+        flat = p.ndim <= 1 and name != "ring.weight"  # the ring is 1-D but holds every stage conv's kernel
+        exempt = name in never or (not cfg.decay_norm_and_bias and (flat or name.endswith(".bias")))
         (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if no_decay:

@@ -34,8 +34,9 @@ def check_config(cfg: Config) -> None:
         if not (k.below is None or k.low <= value < k.below):
             raise ConfigError(f"{k.name}={value!r} must be in {k.bounds}")
     m = cfg.model
-    with torch.device("meta"):  # validates name, depth, scheme and options without allocating
-        model = create_model(m.name, **m.create_kwargs())
+    kwargs = {**m.create_kwargs(), "params": None}  # a budget depends on the data's classes and channels:
+    with torch.device("meta"):  # it is solved when the model is built; here name, depth, scheme and options
+        model = create_model(m.name, **kwargs)
         if m.zero_init_residual and not zero_init_residual(model):
             raise ConfigError(
                 f"model.zero_init_residual=true does not apply to {m.name}: its pre-activation blocks "

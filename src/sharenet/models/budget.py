@@ -21,7 +21,8 @@ from ..errors import InvalidArgumentError
 MAX_WIDTH = 1 << 16  # far past any network a budget could buy; ends the search for an unreachable one
 
 
-def _count(build: Callable[..., torch.nn.Module], **kwargs) -> int:
+def count_on_meta(build: Callable[..., torch.nn.Module], **kwargs) -> int:
+    """Parameters of `build(**kwargs)` built on the meta device."""
     with torch.device("meta"):
         model = build(**kwargs)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -29,7 +30,7 @@ def _count(build: Callable[..., torch.nn.Module], **kwargs) -> int:
 
 def ring_size_for(params: int, build: Callable[..., torch.nn.Module], what: str) -> int:
     """The ring size whose network counts exactly `params` (`build(ring_size=...)` makes it)."""
-    with torch.device("meta"):
+    with torch.device("meta"):  # builds nothing real, draws no random numbers
         model = build(ring_size=1)
     rest = sum(p.numel() for p in model.parameters() if p.requires_grad) - 1
     total = model.plan.ring_total
@@ -51,7 +52,7 @@ def widest_for(params: int, build: Callable[..., torch.nn.Module], what: str) ->
         for w in range(width, max(0, width - 4), -1):
             if w not in cache:
                 try:
-                    cache[w] = (w, _count(build, width=w))
+                    cache[w] = (w, count_on_meta(build, width=w))
                 except InvalidArgumentError:
                     cache[w] = None
             if cache[w] is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import InvalidArgumentError, UnknownModelError
-from .budget import ring_size_for, widest_for
+from .budget import count_on_meta, ring_size_for, widest_for
 from .families import IMAGENET_LAYOUTS, ArchSpec, cifar_resnet, imagenet_resnet, preact_resnet, wide_resnet
 from .plan import OPTIONS, Sharing, check_scheme, make_plan
 from .resnet import ResNet
@@ -123,7 +123,7 @@ def _meet_budget(name: str, params, arch: ArchSpec, sharing: Sharing, fixed: dic
                                        f"params={params:,} (ring_size {size:,} does); give one of the two")  # fmt: skip
         return arch, Sharing(**{**vars(sharing), "ring_size": size})
     if width is not None:  # a recorded model: the width was chosen for this budget
-        count = sum(p.numel() for p in build().parameters())
+        count = count_on_meta(build)  # on the meta device: draws no random numbers from the caller's stream
         if count > params:
             raise InvalidArgumentError(f"{what} at width {width} has {count:,} parameters, over params={params:,}")
         return arch, sharing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -75,8 +77,14 @@ class ResNet(nn.Module):
         return self.head(x)
 
     def sharing_of(self, state_dict) -> Sharing | None:
-        """The sharing (scheme and options) under which this architecture has these tensors, if any."""
-        return recognise(self.arch, {k: tuple(v.shape) for k, v in state_dict.items()})
+        """The sharing (scheme and options) under which this architecture has these tensors, if any.
+
+        A ring's seed is not in its shapes: a ring is taken to have this model's seed (weight files
+        record theirs)."""
+        found = recognise(self.arch, {k: tuple(v.shape) for k, v in state_dict.items()})
+        if found is not None and found.scheme == "ring" and self.share == "ring":
+            found = replace(found, ring_seed=self.plan.sharing.ring_seed)
+        return found
 
     def no_weight_decay(self) -> set[str]:
         """Parameters the papers train without weight decay: template coefficients (Savarese & Maire)."""

@@ -178,7 +178,10 @@ class RingConv(nn.Module):
         return flat.view(self.out_ch, self.in_ch, self.k, self.k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel(), None, self.stride, self.k // 2)
+        kernel = self.kernel()
+        if x.is_contiguous(memory_format=torch.channels_last):  # as a channels_last model's own kernels are
+            kernel = kernel.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, kernel, None, self.stride, self.k // 2)
 
     def extra_repr(self) -> str:
         return f"{self.in_ch}, {self.out_ch}, kernel_size=({self.k}, {self.k}), stride={self.stride}, kernel=ring"

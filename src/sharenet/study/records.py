@@ -52,15 +52,15 @@ def _record(run: RunDir) -> RunRecord:
 
 def variant(model: dict) -> str:
     """ "width 12, templates=2": a recorded model's width (where not its family's) and scheme options."""
-    from ..models.plan import OPTIONS
+    from ..models.plan import OPTIONS, Sharing
     from ..models.registry import default_width
 
     parts = []
     if model.get("width") not in (None, default_width(model["name"])):
         parts.append(f"width {model['width']}")
-    for option in OPTIONS.get(model["share"], ()):
+    for option in OPTIONS.get(model["share"], ()):  # the options that differ from the scheme's defaults
         value = model.get(option)
-        if value is not None:
+        if value is not None and value != getattr(Sharing(), option):
             parts.append(f"{option}={value:,}" if isinstance(value, int) else f"{option}={value}")
     if model.get("params") is not None:
         parts.append(f"budget {model['params']:,}")

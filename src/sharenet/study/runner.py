@@ -85,8 +85,13 @@ def plan_runs(spec: StudySpec) -> list[PlannedRun]:
         share = r.get("share", "none")
         sets = tuple(flatten(r.get("set") or {}, f"extra run {r.get('name', r['model'])}").items())
         name = r.get("name", f"{r['model']}-{share}")
-        if name not in [p[2] for p in pairs]:
-            pairs.append((r["model"], share, name, sets))
+        if name in [p[2] for p in pairs]:
+            if sets:
+                raise ConfigError(
+                    f"extra run {name!r} has its own settings but the name of another run: give it a name"
+                )
+            continue
+        pairs.append((r["model"], share, name, sets))
     # seed-major: after the first len(pairs) runs, every configuration has one seed to report
     return [
         PlannedRun(m, s, seed, spec.out / f"{name}-s{seed}", sets) for seed in spec.seeds for m, s, name, sets in pairs
