@@ -64,8 +64,8 @@ def _options(cfg: Config, share: str, in_chans: int) -> dict:
     m = cfg.model
     if share != m.share and m.params is not None:
         with torch.device("meta"):
-            width = create_model(m.name, in_chans=in_chans, **m.create_kwargs()).config["width"]
-        m = replace(m, params=None, width=width)
+            chosen = create_model(m.name, in_chans=in_chans, **m.create_kwargs()).config
+        m = replace(m.resolved(chosen), params=None)
     return replace(m, share=share).create_kwargs()
 
 

@@ -10,6 +10,7 @@ import torch
 
 from ..engine.config import KEYS
 from ..models import NAME_FORMS, SCHEMES, ResNet, count_params, create_model, describe
+from ..models.budget import chosen
 from ..models.plan import OPTION_NAMES
 from ..paper import LEARNED_PARAMS, SHARESNET_PARAMS
 from ..weights import load_weights, save
@@ -133,14 +134,15 @@ def run_params(args) -> int:
         else:
             print_tables(sharesnet, learned)
         return 0
-    info = describe(_create(args.name, args))
+    model = _create(args.name, args)
+    info = describe(model)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     options = "".join(f" {k}={v}" for k, v in info["sharing"].items())
     print(f"{info['model']} share={info['share']}{options} width={info['width']} num_classes={info['num_classes']}")
     if args.params is not None:
-        print(f"  budget                {args.params:,}: {_chosen(info)}")
+        print(f"  budget                {args.params:,}: {chosen(model.config)}")
     print(f"  parameters            {info['params']:,}")
     print(f"  conv layers           {info['conv_layers']}")
     print(f"  distinct conv kernels {info['distinct_conv_kernels']}")
@@ -152,12 +154,6 @@ def run_params(args) -> int:
         for key, convs in groups.items():
             print(f"    {key}  used by {len(convs)}: {', '.join(convs)}")
     return 0
-
-
-def _chosen(info: dict) -> str:
-    if info["share"] == "ring":
-        return f"ring of {info['sharing']['ring_size']:,} entries"
-    return f"width {info['width']} (the widest that fits)"
 
 
 def run_import(args) -> int:

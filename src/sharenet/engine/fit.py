@@ -12,6 +12,7 @@ import torch
 
 from ..errors import WriteError
 from ..models import basis_penalty, count_params, create_model, zero_init_residual
+from ..models.budget import chosen
 from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
 from ..storage import tensors_digest
 from ..weights import save
@@ -86,8 +87,10 @@ def build_model(cfg: Config, streams: Streams, device: torch.device) -> torch.nn
     if m.zero_init_residual:
         zero_init_residual(model)
     if m.params is not None:
-        chosen = f"ring_size {model.config['ring_size']:,}" if m.share == "ring" else f"width {model.config['width']}"
-        say(f"model.params={m.params:,}: {m.name} share={m.share} at {chosen}, {count_params(model):,} parameters")
+        say(
+            f"model.params={m.params:,}: {m.name} share={m.share}, {chosen(model.config)}, "
+            f"{count_params(model):,} parameters"
+        )
     return model.to(device)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InvalidArgumentError
+from .accounting import count_params
 
 MAX_WIDTH = 1 << 16  # far past any network a budget could buy; ends the search for an unreachable one
 
@@ -24,15 +25,21 @@ MAX_WIDTH = 1 << 16  # far past any network a budget could buy; ends the search 
 def count_on_meta(build: Callable[..., torch.nn.Module], **kwargs) -> int:
     """Parameters of `build(**kwargs)` built on the meta device."""
     with torch.device("meta"):
-        model = build(**kwargs)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return count_params(build(**kwargs))
+
+
+def chosen(config: dict) -> str:
+    """What a budget chose for a model (its `config`), as `sharenet params` and `sharenet train` print it."""
+    if config["share"] == "ring":
+        return f"ring of {config['ring_size']:,} entries"
+    return f"width {config['width']} (the widest that fits)"
 
 
 def ring_size_for(params: int, build: Callable[..., torch.nn.Module], what: str) -> int:
     """The ring size whose network counts exactly `params` (`build(ring_size=...)` makes it)."""
     with torch.device("meta"):  # builds nothing real, draws no random numbers
         model = build(ring_size=1)
-    rest = sum(p.numel() for p in model.parameters() if p.requires_grad) - 1
+    rest = count_params(model) - 1
     total = model.plan.ring_total
     if not rest < params <= rest + total:
         raise InvalidArgumentError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from ..errors import InvalidArgumentError, UnknownModelError
 from .budget import count_on_meta, ring_size_for, widest_for
@@ -121,7 +122,7 @@ def _meet_budget(name: str, params, arch: ArchSpec, sharing: Sharing, fixed: dic
         if sharing.ring_size not in (None, size):
             raise InvalidArgumentError(f"ring_size={sharing.ring_size:,} gives {name} a count other than "
                                        f"params={params:,} (ring_size {size:,} does); give one of the two")  # fmt: skip
-        return arch, Sharing(**{**vars(sharing), "ring_size": size})
+        return arch, replace(sharing, ring_size=size)
     if width is not None:  # a recorded model: the width was chosen for this budget
         count = count_on_meta(build)  # on the meta device: draws no random numbers from the caller's stream
         if count > params:
