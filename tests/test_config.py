@@ -154,7 +154,7 @@ def test_resume_refuses_must_match_keys_and_reports_the_others():
     saved = {"config": json.loads(json.dumps(Config().to_dict()))}  # as a run stores it: tuples become lists
     del saved["config"]["optim"]["grad_clip"]  # an older run, before the key existed: counts as the default
     cfg = apply(Config(), {"optim.lr": 0.05, "run.out": "elsewhere", "optim.milestones": ()})
-    assert check_resume_compatible(cfg, saved) == ["optim.lr: 0.1 -> 0.05"]  # run.out is local: not reported
+    assert check_resume_compatible(cfg, saved) == ["optim.lr: 0.2 -> 0.05"]  # run.out is local: not reported
     with pytest.raises(CheckpointError, match=r"optim.batch_size: 128 -> 64"):
         check_resume_compatible(apply(cfg, {"optim.batch_size": 64}), saved)
 
@@ -168,8 +168,20 @@ def test_a_stored_key_reads_as_the_run_used_it():
     del stored["model"]["zero_init_residual"]
     stored.pop("run")
     assert stored_value(stored, "model.zero_init_residual") is False
-    assert stored_value(stored, "run.tta") == KEYS["run.tta"].default
+    assert stored_value(stored, "run.tta") is False  # runs before the key had no TTA; the default has it now
+    assert from_dict(stored).run.tta is False
     assert stored_value(stored, "optim.lr") == Config().optim.lr
+
+
+def test_config_is_what_train_runs_with_no_flags(capsys):
+    """One declaration of the default recipe: the dataclass defaults, which recipes change only where they differ."""
+    assert main(["train", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(Config().to_dict())) and printed["recipe"] == Config.recipe
+    assert recipe_config() == recipe_config(Config.recipe) == Config()
+    for name, overrides in RECIPES.items():
+        restated = [k for k, v in overrides.items() if v == KEYS[k].default]
+        assert not restated, f"recipe {name} restates defaults: {restated}"
 
 
 def test_flags_come_from_the_keys_and_set_wins(tmp_path):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from ..engine.config import KEYS, ConfigError, Key, apply, flatten, parse_set, read_yaml
 from ..engine.evaluation import per_class, plot_confusion, run_eval
-from ..engine.recipes import RECIPES, recipe_config
+from ..engine.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: resnet20 share=stage on Fashion-MNIST)")
-    p.add_argument("--recipe", choices=list(RECIPES), help="named preset (default fashion-mnist)")
+    p.add_argument("--recipe", choices=list(RECIPES), help=f"named preset (default {DEFAULT_RECIPE})")
     add_key_flags(p)
     p.add_argument("--resume", metavar="auto|PATH", help="continue from the newest checkpoint in --out, or PATH")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML: {recipe: NAME, model: {...}, optim: {...}, ...}")
@@ -57,7 +57,7 @@ def add_key_flags(p: argparse.ArgumentParser) -> None:
 def resolve_config(args):
     """defaults < recipe < --config file < flags < --set."""
     tree = read_yaml(args.config) if args.config else {}
-    cfg = recipe_config(args.recipe or tree.get("recipe") or "fashion-mnist")
+    cfg = recipe_config(args.recipe or tree.get("recipe"))
     cfg = apply(cfg, flatten(tree, args.config) if tree else {})
     flags = {k.name: getattr(args, k.name) for k in KEYS.values() if k.flag}
     cfg = apply(cfg, {name: value for name, value in flags.items() if value is not None})

@@ -44,6 +44,7 @@ class Key:
     hint: typing.Any = None  # the resolved type, for coercion
     type: str = ""  # the annotation as written, for people
     default: typing.Any = None
+    absent: typing.Any = None  # what a run saved before the key existed used (the default unless set)
 
     @property
     def bounds(self) -> str:
@@ -51,6 +52,9 @@ class Key:
         if self.below is not None:
             return f"[{self.low:g}, {self.below:g})"
         return "" if self.low is None else f">= {self.low:g}"
+
+
+_SAME = object()
 
 
 def key(
@@ -64,16 +68,22 @@ def key(
     resume: bool = False,
     local: bool = False,
     flag: str | bool | None = None,
+    absent: typing.Any = _SAME,
 ) -> typing.Any:
-    """A dataclass field declaring one config key: its default plus `Key` metadata (`flag=True`: derived name)."""
-    meta = Key(why, tuple(choices), low, below, need, resume, local, flag)
+    """A dataclass field declaring one config key: its default plus `Key` metadata (`flag=True`: derived name).
+
+    `absent`: the value a saved config that predates the key ran with, where the default has
+    since changed (the default recipe's values are the defaults; older runs did not have them)."""
+    meta = Key(why, tuple(choices), low, below, need, resume, local, flag, absent=default if absent is _SAME else absent)
     return field(default=default, metadata={"key": meta})
 
 
-# One declaration per key; adding a key is adding its line here. Keys with resume=True shape a
-# checkpoint's state (model, data, batch, EMA, parameter groups); the others may change when a run
-# is continued. New keys need a default that reproduces the behaviour before they existed: older
-# checkpoints and config.json files lack them.
+# One declaration per key; adding a key is adding its line here. The defaults are sharenet's default
+# recipe (5 epochs of resnet20 share=stage on Fashion-MNIST): `Config()` is what `sharenet train`
+# runs with no flags, and each named recipe (recipes.py) states only what it changes. Keys with
+# resume=True shape a checkpoint's state (model, data, batch, EMA, parameter groups); the others may
+# change when a run is continued. Older checkpoints and config.json files lack newer keys: a key
+# whose default differs from what runs did before it existed says so with `absent=`.
 # fmt: off
 @dataclass(frozen=True)
 class ModelConfig:
@@ -125,7 +135,7 @@ class DataConfig:
     dataset: str = key("fashion-mnist", "imagefolder: data_dir holds train/<class>/ and val/<class>/", choices=DATASETS,
                        resume=True, flag=True)
     data_dir: str | None = key(None, "data root; none: $SHARENET_DATA, then system locations", local=True, flag=True)
-    crop_pad: int = key(2, "random-crop padding in pixels; 0 disables (in-memory data sets)", low=0)
+    crop_pad: int = key(0, "random-crop padding in pixels; 0 disables (in-memory data sets)", low=0)
     reflect_pad: bool = key(False, "reflection padding (Wide-ResNet code) instead of zeros (He et al.)")
     flip: bool = key(True, "random horizontal flip")
     download: bool = key(True, "fetch a missing data set from its official source, checksum-verified")
@@ -139,9 +149,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    epochs: int = key(15, "passes over the training set", low=1, need="at least one epoch", flag=True)
+    epochs: int = key(5, "passes over the training set", low=1, need="at least one epoch", flag=True)
     batch_size: int = key(128, "global: summed over all ranks", low=1, need="a positive batch", resume=True, flag=True)
-    lr: float = key(0.1, "at lr_reference_batch; scaled linearly to batch_size when they differ", low=0, flag=True,
+    lr: float = key(0.2, "at lr_reference_batch; scaled linearly to batch_size when they differ", low=0, flag=True,
                     need="a non-negative learning rate")
     lr_reference_batch: int = key(0, "0: lr applies to batch_size as given (no scaling)", low=0)
     momentum: float = key(0.9, "SGD momentum", low=0, below=1, need="non-negative momentum")
@@ -152,11 +162,11 @@ class OptimConfig:
                         choices=("cosine", "multistep", "constant"))
     milestones: tuple[int, ...] = key((), "multistep: epochs at which lr is multiplied by gamma")
     gamma: float = key(0.1, "multistep: lr factor at each milestone")
-    warmup_steps: int = key(0, "optimizer steps before the schedule proper starts", low=0)
+    warmup_steps: int = key(200, "optimizer steps before the schedule proper starts", low=0)
     warmup_factor: float = key(0.1, "lr multiplier at step 0 of the warm-up")
     warmup_mode: str = key("linear", "linear: ramp to 1; constant: hold (He et al.'s ResNet-110 trick)",
                            choices=("linear", "constant"))
-    label_smoothing: float = key(0.0, "cross-entropy label smoothing", low=0, below=1, need="in [0, 1)")
+    label_smoothing: float = key(0.1, "cross-entropy label smoothing", low=0, below=1, need="in [0, 1)")
     grad_clip: float = key(0.0, "max global gradient norm; 0 disables", low=0, need="0 (off) or a positive norm")
     ortho_penalty: float = key(0.0, "share=basis: weight of the bases' orthogonality penalty (Kang et al.'s lambda_R: "
                                "10); 0: off", low=0, need="0 (off) or a positive weight")
@@ -189,8 +199,8 @@ class RunConfig:
     keep_checkpoints: int = key(2, "newest complete checkpoints kept on disk", low=1, need="at least one")
     log_every: int = key(50, "steps between metrics.jsonl rows", low=1)
     eval_batch_size: int = key(500, "batch size for test-set evaluation", low=1, need="a positive batch")
-    tta: bool = key(False, "the final evaluation also averages each image's logits with its horizontal flip's "
-                    "(summary.json: test_top1_tta beside the plain test_top1; twice the inference cost)")
+    tta: bool = key(True, "the final evaluation also averages each image's logits with its horizontal flip's "
+                    "(summary.json: test_top1_tta beside the plain test_top1; twice the inference cost)", absent=False)
     progress: bool = key(True, "progress bar (also off when stderr is not a terminal)", local=True, flag=True)
     sync_bn: bool = key(False, "BatchNorm statistics over the global batch of all ranks (distributed runs)")
 # fmt: on
@@ -319,7 +329,7 @@ def stored_value(tree: dict, dotted: str):
     stored value and the same value of a live Config compare equal.
     """
     section, name = dotted.split(".")
-    value = tree.get(section, {}).get(name, KEYS[dotted].default)
+    value = tree.get(section, {}).get(name, KEYS[dotted].absent)
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -344,4 +354,5 @@ def from_dict(tree: dict) -> Config:
         if isinstance(tree.get(section), dict)
         for k, v in tree[section].items()
     }
-    return replace(apply(Config(), overrides), recipe=tree.get("recipe", Config.recipe))
+    missing = {dotted: k.absent for dotted, k in KEYS.items() if dotted not in overrides and k.absent != k.default}
+    return replace(apply(Config(), {**missing, **overrides}), recipe=tree.get("recipe", Config.recipe))

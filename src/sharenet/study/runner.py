@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.config import ConfigError, apply, flatten, read_yaml
-from ..engine.recipes import recipe_config
+from ..engine.recipes import DEFAULT_RECIPE, recipe_config
 from ..engine.stop import SIGNALS, Stopped
 from ..engine.validate import check_config
 from ..rundir import TRAIN_LOG, RunDir
@@ -61,7 +61,7 @@ def load_spec(path: str | Path) -> StudySpec:
         if not isinstance(tree.get(key), list) or not tree[key]:
             raise ConfigError(f"{path}: '{key}' must be a non-empty list")
     spec = StudySpec(
-        name=str(tree.get("name", Path(path).stem)), recipe=str(tree.get("recipe", "fashion-mnist")),
+        name=str(tree.get("name", Path(path).stem)), recipe=str(tree.get("recipe", DEFAULT_RECIPE)),
         base=flatten(tree.get("base") or {}, str(path)), models=tuple(tree["models"]),
         schemes=tuple(tree["schemes"]), seeds=tuple(int(s) for s in tree["seeds"]),
         out=Path(tree.get("out", f"runs/{Path(path).stem}")), extra_runs=tuple(tree.get("extra_runs") or ()),
