@@ -74,7 +74,8 @@ def key(
 
     `absent`: the value a saved config that predates the key ran with, where the default has
     since changed (the default recipe's values are the defaults; older runs did not have them)."""
-    meta = Key(why, tuple(choices), low, below, need, resume, local, flag, absent=default if absent is _SAME else absent)
+    absent = default if absent is _SAME else absent
+    meta = Key(why, tuple(choices), low, below, need, resume, local, flag, absent=absent)
     return field(default=default, metadata={"key": meta})
 
 
