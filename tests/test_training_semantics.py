@@ -186,8 +186,13 @@ def test_summary_counts_the_parameters_of_an_ema_run(whole_run, resumed_run):
 
 # -- one Trainer step, against an independent float64 computation --------------------------------
 
-PLAIN = {"run.compile": "off", "run.channels_last": False, "run.precision": "fp32", "run.device": "cpu",
-         "optim.label_smoothing": 0.0}
+PLAIN = {
+    "run.compile": "off",
+    "run.channels_last": False,
+    "run.precision": "fp32",
+    "run.device": "cpu",
+    "optim.label_smoothing": 0.0,
+}
 SGD = {"optim.momentum": 0.0, "optim.weight_decay": 0.0, "optim.schedule": "constant", "optim.warmup_steps": 0}
 
 
