@@ -2,15 +2,20 @@
 
 import gzip
 import pickle
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sharenet.data import BatchStream, DataError, image_folders, load_memory_dataset
 from sharenet.data.cifar import load_cifar
 from sharenet.data.fashion_mnist import load_fashion_mnist
 from sharenet.data.memory import random_crop_flip
+from sharenet.deploy.check import dataset_images
+from sharenet.engine.config import Config, apply
+from sharenet.engine.data_setup import make_streams
 
 from .datasets import cifar_pickles, foolbox_images
 
@@ -132,3 +137,33 @@ def test_normalisation_uses_the_given_statistics():
     x, y = torch.full((8, 1, 2, 2), 191, dtype=torch.uint8), torch.zeros(8, dtype=torch.long)
     batch, _ = next(iter(_stream(x, y, train=False).epoch(0)))
     assert np.allclose(batch.numpy(), (191 / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_predict_check_and_evaluation_see_the_same_tensor_for_the_same_file(fmnist_dir, imagenet_dir, tmp_path):
+    """One `normalize`: an image reaches the network as the same tensor whether evaluation's stream,
+    `--check`'s images or `predict`'s recorded Preprocess reads it (a Fashion-MNIST test image saved
+    as PNG; ImageNet JPEGs, one already at 224 x 224, which evaluation still resizes and crops)."""
+    cfg = apply(Config(), {"data.data_dir": str(fmnist_dir), "run.channels_last": False, "run.eval_batch_size": 16})
+    streams = make_streams(cfg, torch.device("cpu"))
+    evaluated, _ = next(iter(streams.test.epoch(0)))
+    data = load_fashion_mnist(str(fmnist_dir), allow_download=False)
+    path = tmp_path / "fmnist-5.png"
+    Image.fromarray(data.test_x[5, 0].numpy()).save(path)
+    meta = {"extra": {"dataset": "fashion-mnist", "preprocess": streams.preprocess.to_dict()}}
+    checked, _ = dataset_images(meta, limit=16, data_dir=str(fmnist_dir))
+    assert torch.equal(streams.preprocess.image(path), evaluated[5]) and torch.equal(checked, evaluated)
+
+    folders = tmp_path / "folders"
+    for split in ("train", "val"):
+        (folders / split / "a").mkdir(parents=True)
+    jpeg = sorted(imagenet_dir.glob("val/*/*.jpg"))[0]
+    with Image.open(jpeg) as img:
+        img.crop((0, 0, 224, 224)).save(folders / "val" / "a" / "small.png")
+    for split in ("train", "val"):
+        shutil.copy(jpeg, folders / split / "a" / "large.jpg")
+    cfg = apply(Config(), {"data.dataset": "imagefolder", "data.data_dir": str(folders), "data.workers": 0,
+                           "run.channels_last": False})  # fmt: skip
+    streams = make_streams(cfg, torch.device("cpu"))
+    evaluated, _ = next(iter(streams.test.epoch(0)))  # large.jpg, small.png: sorted by name
+    for i, name in enumerate(("large.jpg", "small.png")):
+        assert torch.equal(streams.preprocess.image(folders / "val" / "a" / name), evaluated[i]), name

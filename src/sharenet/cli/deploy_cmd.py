@@ -102,9 +102,9 @@ def format_export(r: dict) -> str:
 
 
 def run_predict(args) -> int:
+    from ..data.preprocess import image_files
     from ..deploy.artifact import open_runner
     from ..deploy.predict import format_rows, predict
-    from ..deploy.preprocess import image_files
     from ..errors import InvalidArgumentError
 
     for name, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):

@@ -18,14 +18,13 @@ import random
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import InvalidArgumentError
+from .preprocess import EXTENSIONS, center_crop, normalize, pixels
 from .sources import DataError
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BAD_IMAGES = ("error", "skip")  # what an image that fails to decode does: stop the run, or be skipped and counted
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
@@ -98,15 +97,6 @@ def random_resized_crop(img: Image.Image, size: int, rng: random.Random) -> Imag
     return center_crop(img, size, size)  # fallback, as torchvision does
 
 
-def center_crop(img: Image.Image, resize: int, size: int) -> Image.Image:
-    w, h = img.size
-    scale = resize / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return img.crop((left, top, left + size, top + size))
-
-
 def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
 
@@ -133,7 +123,6 @@ class ImageFolder(torch.utils.data.Dataset):
         self.root = Path(root)
         self.samples, self.classes = scan(self.root, classes)
         self.train, self.size, self.resize, self.seed, self.epoch = train, size, resize, seed, 0
-        self.mean, self.std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -162,10 +151,10 @@ class ImageFolder(torch.utils.data.Dataset):
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:
             img = center_crop(img, self.resize, self.size)
-        x = torch.from_numpy(np.asarray(img, np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-        if self.train:
-            x = lighting(color_jitter(x, rng), rng)
-        return (x - self.mean) / self.std
+        x = pixels(img)
+        if self.train:  # colour augmentation works in [0, 1]
+            x = lighting(color_jitter(x.float().div_(255), rng), rng)
+        return normalize(x, MEAN, STD)
 
 
 class Lenient(torch.utils.data.Dataset):

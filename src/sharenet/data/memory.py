@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .preprocess import normalize
+
 
 @dataclass
 class InMemoryData:
@@ -80,8 +82,7 @@ class BatchStream:
         self.device, self.memory_format, self.seed = torch.device(device), memory_format, seed
         self.augment = augment or {}
         self.rank, self.world_size = rank, world_size
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
+        self.mean, self.std = torch.tensor(mean, device=self.device), torch.tensor(std, device=self.device)
 
     def __len__(self) -> int:
         if self.train:  # whole global batches only: every rank takes the same number of steps
@@ -117,5 +118,5 @@ class BatchStream:
         x = self.x[idx].to(self.device, non_blocking=True)
         if augment_params is not None:
             x = crop_flip(x, *augment_params, pad=self.augment["pad"], reflect=self.augment["reflect"])
-        x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        x = normalize(x, self.mean, self.std).contiguous(memory_format=self.memory_format)
         return x, self.y[idx].to(self.device, non_blocking=True)

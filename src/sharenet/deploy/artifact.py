@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.preprocess import Preprocess
 from ..errors import WeightsError
 from ..rundir import WEIGHTS
 from ..weights import load
 from ..weights.files import read_metadata
 from . import onnx_graph
 from .export import METADATA_KEY
-from .preprocess import Preprocess
 
 
 @dataclass

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 
 from ..data import load_memory_dataset
+from ..data.preprocess import Preprocess, normalize
 from ..errors import SharenetError
-from .preprocess import Preprocess
 
 
 def dataset_images(meta: dict, split: str = "test", limit: int | None = None,
@@ -31,8 +31,7 @@ def dataset_images(meta: dict, split: str = "test", limit: int | None = None,
     else:
         pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:limit]
         x, y = data.train_x[pick], data.train_y[pick]
-    mean, std = torch.tensor(pre.mean).view(1, -1, 1, 1), torch.tensor(pre.std).view(1, -1, 1, 1)
-    return (x.float() / 255 - mean) / std, y
+    return normalize(x, pre.mean, pre.std), y
 
 
 def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 256) -> torch.Tensor:

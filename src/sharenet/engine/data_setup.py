@@ -8,7 +8,7 @@ import torch
 
 from ..data import BatchStream, FolderStream, image_folders, load_memory_dataset
 from ..data.imagefolder import MEAN, STD
-from ..deploy.preprocess import Preprocess
+from ..data.preprocess import Preprocess
 from .config import Config, ConfigError
 
 

@@ -1,4 +1,6 @@
-"""A run's preprocessing, recorded in its weight file so that prediction needs nothing else.
+"""How an image becomes the network's input: one `normalize` for training, evaluation, `--check`
+and `predict`, and the `Preprocess` a run records in its weight file so that prediction needs
+nothing else.
 
 Training records how its images became tensors (channels, resize of the short side, centre crop,
 per-channel mean and std) and the class names; `sharenet predict` reads them back from a
@@ -16,8 +18,38 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..data.imagefolder import EXTENSIONS, center_crop
 from ..errors import SharenetError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """(x / 255 - mean) / std per channel (channels at dim -3), as float32.
+
+    `x`: pixel values, uint8 in 0..255, or float already in [0, 1] (after colour augmentation).
+    Every path from pixels to the network goes through here, so the same image gives the same
+    tensor in training, evaluation, `--check` and `predict` (a test holds them to it).
+    """
+    x = x.float().div_(255) if not x.is_floating_point() else x
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    return (x - mean).div_(std)
+
+
+def center_crop(img: Image.Image, resize: int, size: int) -> Image.Image:
+    """The evaluation transform: the short side resized to `resize`, then the centre size x size."""
+    w, h = img.size
+    scale = resize / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def pixels(img: Image.Image) -> torch.Tensor:
+    """(channels, H, W) uint8 tensor of a decoded image."""
+    x = torch.from_numpy(np.asarray(img, np.uint8).copy())
+    return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -44,12 +76,7 @@ class Preprocess:
                 img = f.convert("L" if self.channels == 1 else "RGB")
         except (OSError, UnidentifiedImageError) as e:
             raise SharenetError(f"cannot read image {path}: {e}") from None
-        if img.size != (self.size, self.size):
-            img = center_crop(img, self.resize, self.size)
-        x = torch.from_numpy(np.asarray(img, np.uint8).copy()).float().div_(255)
-        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
-        mean, std = torch.tensor(self.mean).view(-1, 1, 1), torch.tensor(self.std).view(-1, 1, 1)
-        return (x - mean) / std
+        return normalize(pixels(center_crop(img, self.resize, self.size)), self.mean, self.std)
 
     def batch(self, paths: list[Path]) -> torch.Tensor:
         return torch.stack([self.image(p) for p in paths])
