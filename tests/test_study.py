@@ -94,6 +94,20 @@ def test_bad_study_spec_is_refused(tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+def test_budget_study_plans_its_grid_with_each_lines_seeds(tmp_path):
+    """#29's spec: 3 seeds for the claims and the equal budget, 2 for the frontier, seed-major."""
+    spec = load_spec(Path(__file__).parent.parent / "experiments" / "budget" / "study.yaml")
+    runs = plan_runs(spec)
+    names = [r.out.name for r in runs]
+    assert len(runs) == len(set(names)) == 6 * 3 + 5 * 3 + 11 * 2
+    assert "resnet56-ring-params20000-s1" in names and "resnet56-ring-params20000-s2" not in names
+    assert [r.seed for r in runs] == sorted(r.seed for r in runs)  # every line has seed 0 before any has seed 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [resnet8]\nschemes: [none]\nseeds: [0]\nextra_runs: [{model: resnet14, seeds: 1}]\n")
+    proc = sharenet_cli("study", str(bad), check=False)
+    assert proc.returncode == 2 and "'seeds' must be a non-empty list of integers, got 1" in proc.stderr
+
+
 def _record(model, share, seed, params, top1, train_error):
     return RunRecord(Path("."), "fashion-mnist", model, share, seed, params, top1, train_error, 3.0, 1.0, [], [])
 

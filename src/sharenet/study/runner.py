@@ -71,13 +71,16 @@ def load_spec(path: str | Path) -> StudySpec:
     return spec
 
 
-EXTRA_KEYS = {"model", "share", "name", "set"}
+EXTRA_KEYS = {"model", "share", "name", "set", "seeds"}
 
 
 def plan_runs(spec: StudySpec) -> list[PlannedRun]:
     """The grid's runs, then the extra ones: those with `set:` (their own overrides, e.g. a budget
-    or a scheme's options) are named by `name:` (default model-share), the run folder name-sSEED."""
-    pairs = [(m, s, f"{m}-{s}", ()) for m, s in itertools.product(spec.models, spec.schemes) if _valid(m, s)]
+    or a scheme's options) are named by `name:` (default model-share), the run folder name-sSEED.
+    An extra run's `seeds:` replaces the spec's for it (fewer seeds where a line needs fewer)."""
+    pairs = [
+        (m, s, f"{m}-{s}", (), spec.seeds) for m, s in itertools.product(spec.models, spec.schemes) if _valid(m, s)
+    ]
     for r in spec.extra_runs:
         unknown = set(r) - EXTRA_KEYS
         if unknown or "model" not in r:
@@ -85,16 +88,23 @@ def plan_runs(spec: StudySpec) -> list[PlannedRun]:
         share = r.get("share", "none")
         sets = tuple(flatten(r.get("set") or {}, f"extra run {r.get('name', r['model'])}").items())
         name = r.get("name", f"{r['model']}-{share}")
+        seeds = r.get("seeds", spec.seeds)
+        if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(x, int) for x in seeds):
+            raise ConfigError(f"extra run {name!r}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
         if name in [p[2] for p in pairs]:
-            if sets:
+            if sets or "seeds" in r:
                 raise ConfigError(
                     f"extra run {name!r} has its own settings but the name of another run: give it a name"
                 )
             continue
-        pairs.append((r["model"], share, name, sets))
-    # seed-major: after the first len(pairs) runs, every configuration has one seed to report
+        pairs.append((r["model"], share, name, sets, tuple(seeds)))
+    # seed-major: after the first runs, every configuration has one seed to report
+    order = list(dict.fromkeys([*spec.seeds, *(x for p in pairs for x in p[4])]))
     return [
-        PlannedRun(m, s, seed, spec.out / f"{name}-s{seed}", sets) for seed in spec.seeds for m, s, name, sets in pairs
+        PlannedRun(m, s, seed, spec.out / f"{name}-s{seed}", sets)
+        for seed in order
+        for m, s, name, sets, seeds in pairs
+        if seed in seeds
     ]
 
 
