@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 FMNIST_DIR = /usr/share/datasets/fashion-mnist
 BIN = $(VENV)/bin
 
-.PHONY: setup data run test lint
+.PHONY: setup data run test gpu lint
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,12 @@ test: setup data
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest -q
+
+# A machine with a CUDA GPU: its own python3 and CUDA torch, as they are (no venv, no CPU wheel).
+gpu: data
+	python3 -m pip install -q -e . pytest
+	python3 -m pytest -q -m cuda tests/test_cuda.py
+	python3 -m sharenet bench --device cuda --model resnet32 --share stage --in-chans 1
 
 lint: setup
 	$(BIN)/ruff check --fix src tests

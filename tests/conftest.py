@@ -6,6 +6,16 @@ from sharenet.engine.fastpath import key_compile_cache_by_isa
 key_compile_cache_by_isa()  # before any test compiles: an AVX2-limited run's kernels never meet a native one
 
 
+def pytest_collection_modifyitems(config, items):
+    """`cuda` tests run where torch sees a GPU and are reported skipped, with the reason, elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

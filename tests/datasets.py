@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import pickle
 import shutil
 import struct
@@ -19,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+if not FMNIST_SYSTEM.is_dir() and os.environ.get("SHARENET_DATA"):  # a machine without the Debian package
+    FMNIST_SYSTEM = Path(os.environ["SHARENET_DATA"]) / "fashion-mnist"
 
 
 def _foolbox_data() -> Path:
@@ -43,7 +46,7 @@ def fashion_mnist_subset(target: Path, n_train: int, n_test: int) -> Path:
     """The first n_train / n_test real Fashion-MNIST images, as the four official IDX files."""
     from sharenet.data.fashion_mnist import read_idx
 
-    assert FMNIST_SYSTEM.is_dir(), "install Debian's dataset-fashion-mnist (make test does)"
+    assert FMNIST_SYSTEM.is_dir(), "install Debian's dataset-fashion-mnist (make test does) or set $SHARENET_DATA"
     target.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         for kind in ("images-idx3", "labels-idx1"):

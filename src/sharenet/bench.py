@@ -147,7 +147,10 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
         for _ in range(warmup):
             fn()
     variants = {"fast": fast_train, "base": base_train, "none": none_train}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     train_rates = interleaved(variants, device, steps, rounds, batch)
+    peak_memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     train = _median(train_rates)
     infer = _median(interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch))
     model = create_model(name, in_chans=in_chans, **_options(cfg, share, in_chans))
@@ -168,17 +171,18 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
         "compiled": facts["fast_path"]["compile"], "compile_s": facts["compile_s"],
         "compile_unshared_s": facts_none["compile_s"], "macs_per_image": macs,
         "train_tflops": achieved / 1e12, "matmul_tflops": peak / 1e12, "fraction_of_matmul_peak": achieved / peak,
-        "environment": facts["fast_path"],
+        "environment": facts["fast_path"], "peak_memory_mib": peak_memory,
     }  # fmt: skip
 
 
 def format_table(r: dict) -> str:
     env = r["environment"]
+    where = f"{env['threads']} threads" if env["isa"] != "cuda" else f"peak {r['peak_memory_mib']:.0f} MiB allocated"
     lines = [
         f"{r['model']} share={r['share']} batch {r['batch_size']}x{'x'.join(map(str, r['input']))}: "
         f"median of {r['rounds']} interleaved rounds "
         f"of {r['steps_per_round']} steps",
-        f"{env['device_name']} ({env['isa']}), {env['threads']} threads, torch {env['torch']}, "
+        f"{env['device_name']} ({env['isa']}), {where}, torch {env['torch']}, "
         f"fast path: {env['dtype']} "
         f"{env['memory_format']}{' compiled' if r['compiled'] else ''} (compile {r['compile_s']:.1f} s)"
         f"{', fused BatchNorm' if env['fused_batchnorm'] else ''}"

@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "throughput batch, default 2)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=11, help="interleaved rounds; the median is reported")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--device",
+        choices=KEYS["run.device"].choices,
+        help="training benchmark: where to run it (default "
+        "auto: cuda when available); cuda times with synchronisation and names the GPU and its peak memory",
+    )
     p.add_argument("--set", action="append", default=[], metavar="run.KEY=VALUE",
                    help="fast-path settings, e.g. run.compile=off or run.precision=fp32")  # fmt: skip
     p.add_argument("--choices", action="store_true",
@@ -52,15 +58,19 @@ def run(args) -> int:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     if args.infer:
         return run_infer(args)
+    overrides = parse_set(args.set) | ({"run.device": args.device} if args.device else {})
     if args.choices:
         from ..bench import format_choices, run_choices
+
+        if args.device == "cuda":
+            raise ConfigError("--choices times the CPU fast path's choices; on a GPU use the plain benchmark")
 
         result = run_choices(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
                              args.in_chans, args.input_size)  # fmt: skip
         print(json.dumps(result, indent=2) if args.json else format_choices(result))
         return 0
     result = run_bench(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
-                       parse_set(args.set), args.in_chans, args.input_size)  # fmt: skip
+                       overrides, args.in_chans, args.input_size)  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 

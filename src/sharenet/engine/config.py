@@ -204,6 +204,9 @@ class RunConfig:
                     "(summary.json: test_top1_tta beside the plain test_top1; twice the inference cost)", absent=False)
     progress: bool = key(True, "progress bar (also off when stderr is not a terminal)", local=True, flag=True)
     sync_bn: bool = key(False, "BatchNorm statistics over the global batch of all ranks (distributed runs)")
+    deterministic: bool = key(False, "deterministic algorithms only (torch.use_deterministic_algorithms; cuBLAS "
+                              "workspace :4096:8): a CUDA run and its resume repeat bit for bit, somewhat slower; "
+                              "CPU runs are deterministic without it", local=True)
 # fmt: on
 
 

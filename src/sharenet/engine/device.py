@@ -25,6 +25,16 @@ _ONEDNN_ORDER = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_COR
 ISA_LEVELS = ("DEFAULT", "AVX2", "AVX-512", "AVX512-BF16", "AMX")  # what `cpu_isa` returns, lowest first
 
 
+def use_deterministic(on: bool) -> None:
+    """CUDA picks convolution and reduction algorithms that may add in another order on every call;
+    a bit-exact run (and resume) needs the deterministic ones. cuBLAS reads its workspace setting
+    when its first handle is made: set it here, before any CUDA work of the run."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -21,7 +21,7 @@ from . import syncbn
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
-from .device import pick_device
+from .device import pick_device, use_deterministic
 from .ema import WeightEMA
 from .epochs import Position, eval_model, final_evaluation, say, train
 from .fastpath import decide, prepare
@@ -35,6 +35,7 @@ from .validate import check_config, check_resume_compatible
 def fit(cfg: Config, resume: str | None = None) -> dict:
     """Train `cfg`, writing the run directory; returns summary.json's content."""
     check_config(cfg)
+    use_deterministic(cfg.run.deterministic)
     device = dist.init(pick_device(cfg.run.device).type) or pick_device(cfg.run.device)
     dist.prefix_warnings()
     try:
@@ -148,6 +149,10 @@ def restore(run: RunDir | None, found: tuple[Path, dict] | None, trainer: Traine
     reapply_settings(trainer.optimizer, trainer.scheduler, cfg.optim, steps_per_epoch)
     if trainer.ema is not None and state.get("ema"):
         trainer.ema.load_state_dict(state["ema"])
+    if trainer.scaler is not None and state.get("scaler"):  # fp16: the loss scale it had reached
+        trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.device.type == "cuda" and state.get("rng_cuda") is not None:  # dropout draws on the GPU
+        torch.cuda.set_rng_state(state["rng_cuda"], trainer.device)
     torch.set_rng_state(state["rng_torch"])
     random.setstate(state["rng_python"])
     if run:
@@ -164,6 +169,8 @@ def checkpoint(run: RunDir | None, cfg: Config, trainer: Trainer, pos: Position)
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
         "ema": trainer.ema.state_dict() if trainer.ema else None,
+        "scaler": trainer.scaler.state_dict() if trainer.scaler else None,
+        "rng_cuda": torch.cuda.get_rng_state(trainer.device) if trainer.device.type == "cuda" else None,
         "step": pos.step, "epoch": pos.epoch, "batch": pos.batch, "sums": dict(pos.sums),
         "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
         "config": cfg.to_dict(), "world_size": dist.world_size(),
