@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sharenet.engine import distributed as dist
-from sharenet.engine.loop import NonFiniteError
+from sharenet.engine.step import NonFiniteError
 
 from .test_train_cli import sharenet_cli
 

@@ -7,8 +7,8 @@ import torch
 
 from sharenet.engine.config import OptimConfig
 from sharenet.engine.ema import WeightEMA
-from sharenet.engine.loop import NonFiniteError, Trainer
 from sharenet.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from sharenet.engine.step import NonFiniteError, Trainer
 from sharenet.models import create_model, share_groups
 
 
@@ -23,11 +23,11 @@ def test_each_shared_kernel_is_in_one_group_once():
 
 
 def test_schedules():
-    multi = OptimConfig(epochs=200, schedule="multistep", milestones=(60, 120, 160), gamma=0.2)
+    multi = OptimConfig(epochs=200, schedule="multistep", milestones=(60, 120, 160), gamma=0.2, warmup_steps=0)
     assert [lr_factor(e * 10, multi, 10) for e in (0, 59, 60, 119, 120, 160)] == pytest.approx(
         [1, 1, 0.2, 0.2, 0.04, 0.008]
     )
-    cos = OptimConfig(epochs=10, schedule="cosine")
+    cos = OptimConfig(epochs=10, schedule="cosine", warmup_steps=0)
     assert lr_factor(0, cos, 5) == 1 and lr_factor(25, cos, 5) == pytest.approx(0.5) and lr_factor(50, cos, 5) == 0
     he = OptimConfig(schedule="constant", warmup_steps=400, warmup_factor=0.1, warmup_mode="constant")
     assert lr_factor(399, he, 10) == pytest.approx(0.1) and lr_factor(400, he, 10) == 1

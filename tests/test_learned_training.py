@@ -14,8 +14,8 @@ import sharenet
 from sharenet.engine.checkpoint import CheckpointError
 from sharenet.engine.config import Config, OptimConfig, apply
 from sharenet.engine.ema import WeightEMA
-from sharenet.engine.loop import Trainer
 from sharenet.engine.optim import build_optimizer, build_scheduler
+from sharenet.engine.step import Trainer
 from sharenet.engine.validate import check_resume_compatible
 from sharenet.models import basis_penalty, create_model
 

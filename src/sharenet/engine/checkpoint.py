@@ -3,21 +3,29 @@
 Each checkpoint is written atomically (temp file in the same directory, fsync, rename), then a
 small JSON record with its SHA-256 is written the same way: a checkpoint without a matching
 record is incomplete or corrupt and is never used. Older ones are pruned only after the new one
-is complete. Loading uses torch.load(weights_only=True) only.
+is complete. Loading uses torch.load(weights_only=True) only. What a checkpoint holds is declared here
+(`training_state`, `restore_training_state`): the loop saves and the set-up restores through them.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import SharenetError, WriteError
 from ..rundir import RunDir
 from ..storage import atomic_write, file_digest
+from . import distributed as dist
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .step import Trainer
 
 
 class CheckpointError(SharenetError):
@@ -29,6 +37,39 @@ class CheckpointWriteError(CheckpointError, WriteError):
 
 
 _record = RunDir.checkpoint_record
+
+
+def training_state(trainer: Trainer, pos, cfg: Config) -> dict:
+    """Everything a bit-exact resume needs: weights, optimizer, schedule, EMA, loss scale, the
+    random generators, and where in which epoch training stands (the loop's `Position`: step,
+    epoch, batch, and that epoch's sums so far)."""
+    return {
+        "model": dist.unwrap(trainer.model).state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "ema": trainer.ema.state_dict() if trainer.ema else None,
+        "scaler": trainer.scaler.state_dict() if trainer.scaler else None,  # fp16: the loss scale reached
+        "rng_cuda": torch.cuda.get_rng_state(trainer.device) if trainer.device.type == "cuda" else None,
+        "step": pos.step, "epoch": pos.epoch, "batch": pos.batch, "sums": dict(pos.sums),
+        "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
+        "config": cfg.to_dict(), "world_size": dist.world_size(),
+    }  # fmt: skip
+
+
+def restore_training_state(state: dict, trainer: Trainer) -> tuple[int, int, int, dict]:
+    """Load `training_state`'s content into `trainer` and the generators; (step, epoch, batch, sums)."""
+    dist.unwrap(trainer.model).load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.ema is not None and state.get("ema"):
+        trainer.ema.load_state_dict(state["ema"])
+    if trainer.scaler is not None and state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.device.type == "cuda" and state.get("rng_cuda") is not None:  # dropout draws on the GPU
+        torch.cuda.set_rng_state(state["rng_cuda"], trainer.device)
+    torch.set_rng_state(state["rng_torch"])
+    random.setstate(state["rng_python"])
+    return state["step"], state["epoch"], state["batch"], dict(state["sums"])
 
 
 def save_checkpoint(run_dir: Path | RunDir, state: dict, keep: int = 2) -> Path:

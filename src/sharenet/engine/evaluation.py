@@ -14,8 +14,8 @@ from ..weights.files import read_metadata
 from .config import Config, apply, from_dict
 from .data_setup import make_streams
 from .device import pick_device, pick_dtype
-from .loop import evaluate
 from .plots import confusion_matrix
+from .step import evaluate
 
 
 def resolve_source(path: str | Path) -> tuple[Path, Config, Path]:

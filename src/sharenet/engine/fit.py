@@ -18,16 +18,16 @@ from ..storage import tensors_digest
 from ..weights import save
 from . import distributed as dist
 from . import syncbn
-from .checkpoint import find_latest, load_checkpoint, save_checkpoint
+from .checkpoint import find_latest, load_checkpoint, restore_training_state
 from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
 from .device import pick_device, use_deterministic
 from .ema import WeightEMA
-from .epochs import Position, eval_model, final_evaluation, say, train
 from .fastpath import decide, prepare
-from .loop import Trainer
+from .loop import Fit, Position, eval_model, final_evaluation, say, train
 from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves
+from .step import Trainer
 from .stop import StopRequest
 from .validate import check_config, check_resume_compatible
 
@@ -65,8 +65,9 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
         run.write_config({**cfg.to_dict(), **sizes}, trainer.fast.record())
     t0 = time.perf_counter()
     with StopRequest() as stop:  # a signal from here on stops after a step, with a checkpoint
-        img_per_s = train(cfg, trainer, streams, run, pos, lambda p: checkpoint(run, cfg, trainer, p), stop)
-        return finish(cfg, trainer, streams, run, pos, time.perf_counter() - t0, img_per_s)
+        fit = Fit(cfg, trainer, streams, run, pos, stop)
+        img_per_s = train(fit)
+        return finish(fit, time.perf_counter() - t0, img_per_s)
 
 
 def open_run_dir(cfg: Config, resume: str | None) -> RunDir | None:
@@ -137,52 +138,23 @@ def resume_state(run: RunDir | None, resume: str | None, cfg: Config) -> tuple[P
 
 def restore(run: RunDir | None, found: tuple[Path, dict] | None, trainer: Trainer, cfg: Config,
             steps_per_epoch: int) -> Position:  # fmt: skip
-    """Load model, optimizer, schedule, EMA, RNG and data position from a checkpoint."""
+    """The position to start from: a fresh one, or the checkpoint's, with its state loaded."""
     if found is None:
         if run:
             run.truncate_metrics(0)  # a fresh start: rows of an earlier attempt with no checkpoint go
         return Position()
     path, state = found
-    dist.unwrap(trainer.model).load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
+    pos = Position(*restore_training_state(state, trainer))
     reapply_settings(trainer.optimizer, trainer.scheduler, cfg.optim, steps_per_epoch)
-    if trainer.ema is not None and state.get("ema"):
-        trainer.ema.load_state_dict(state["ema"])
-    if trainer.scaler is not None and state.get("scaler"):  # fp16: the loss scale it had reached
-        trainer.scaler.load_state_dict(state["scaler"])
-    if trainer.device.type == "cuda" and state.get("rng_cuda") is not None:  # dropout draws on the GPU
-        torch.cuda.set_rng_state(state["rng_cuda"], trainer.device)
-    torch.set_rng_state(state["rng_torch"])
-    random.setstate(state["rng_python"])
     if run:
-        run.truncate_metrics(state["step"])
-    say(f"resumed from {path} at step {state['step']} (epoch {state['epoch'] + 1}, batch {state['batch']})")
-    return Position(state["step"], state["epoch"], state["batch"], dict(state["sums"]))
+        run.truncate_metrics(pos.step)
+    say(f"resumed from {path} at step {pos.step} (epoch {pos.epoch + 1}, batch {pos.batch})")
+    return pos
 
 
-def checkpoint(run: RunDir | None, cfg: Config, trainer: Trainer, pos: Position) -> None:
-    if run is None:
-        return
-    state = {
-        "model": dist.unwrap(trainer.model).state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "ema": trainer.ema.state_dict() if trainer.ema else None,
-        "scaler": trainer.scaler.state_dict() if trainer.scaler else None,
-        "rng_cuda": torch.cuda.get_rng_state(trainer.device) if trainer.device.type == "cuda" else None,
-        "step": pos.step, "epoch": pos.epoch, "batch": pos.batch, "sums": dict(pos.sums),
-        "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
-        "config": cfg.to_dict(), "world_size": dist.world_size(),
-    }  # fmt: skip
-    t0 = time.perf_counter()
-    path = save_checkpoint(run, state, cfg.run.keep_checkpoints)
-    run.log({"kind": "checkpoint", "step": pos.step, "seconds": time.perf_counter() - t0,
-             "bytes": path.stat().st_size})  # fmt: skip
-
-
-def finish(cfg, trainer: Trainer, streams: Streams, run, pos: Position, wall_s: float, img_per_s: float) -> dict:
+def finish(fit: Fit, wall_s: float, img_per_s: float) -> dict:
     """Final evaluation, weights, curves and summary.json."""
+    cfg, trainer, streams, run, pos = fit.cfg, fit.trainer, fit.streams, fit.run, fit.pos
     model = eval_model(trainer)  # already the plain module
     summary = {
         **final_evaluation(cfg, trainer, streams), "params": count_params(dist.unwrap(trainer.model)),

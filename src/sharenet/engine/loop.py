@@ -1,106 +1,245 @@
-"""One training step and one evaluation pass; everything around them lives in fit.py."""
+"""The training loop: epochs of steps, logging, checkpoints when due, and the evaluation that closes
+an epoch. One `Fit` holds a running fit's state; the step itself is step.py, the set-up fit.py."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from tqdm import tqdm
 
-from ..errors import SharenetError
+from ..rundir import RunDir
 from . import distributed as dist
-from .device import autocast
-from .fastpath import FastPath
-
-
-class NonFiniteError(SharenetError):
-    """A NaN or infinite loss or gradient norm: the step was not applied."""
-
-    exit_code = 1
+from .checkpoint import save_checkpoint, training_state
+from .config import Config
+from .data_setup import Streams
+from .step import Trainer, evaluate
+from .stop import StopRequest, stopped
 
 
 @dataclass
-class Trainer:
-    model: nn.Module  # possibly DDP-wrapped or compiled
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    device: torch.device
-    dtype: torch.dtype
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0
-    ema: object | None = None
-    scaler: torch.amp.GradScaler | None = None
-    fast: FastPath | None = None  # what the step runs with on this machine, for the run's records
-    penalty: Callable[[], torch.Tensor] | None = None  # minimised with the loss, not logged in it: the bases' term
+class Position:
+    """Where training stands: the next optimizer step, and the epoch and batch it belongs to."""
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, backward, guard, update. Returns (loss, number correct) as tensors (no host sync)."""
-        with autocast(self.device, self.dtype):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        objective = loss + self.penalty() if self.penalty is not None else loss  # the logged loss stays comparable
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(objective).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            objective.backward()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
-        if self.scaler is None and not bool(torch.isfinite(objective) & torch.isfinite(norm)):
-            raise NonFiniteError(
-                f"non-finite {'loss' if not torch.isfinite(objective) else 'gradient norm'} at step {step + 1}; "
-                "the step was not applied and the last checkpoint is kept (lower the lr or enable grad_clip, "
-                "then --resume)"
-            )
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update(dist.unwrap(self.model), step)
-        return loss.detach(), (logits.argmax(1) == y).sum()
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    sums: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0, "seen": 0})  # this epoch so far
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype, num_classes: int,
-             tta: bool = False) -> dict:  # fmt: skip
-    """Loss, top-1, top-5 and the confusion matrix over every sample of `batches` (all ranks).
+@dataclass
+class Clock:
+    """Where an epoch's wall time went: fetching batches, optimizer steps, the rest (eval, logging)."""
 
-    `tta`: each image's logits averaged with its horizontal flip's (two forward passes).
+    start: float = field(default_factory=time.perf_counter)
+    data_s: float = 0.0
+    step_s: float = 0.0
+    steps: int = 0
+
+    def tick(self, data_s: float, step_s: float) -> None:
+        self.data_s, self.step_s, self.steps = self.data_s + data_s, self.step_s + step_s, self.steps + 1
+
+    def elapsed(self) -> float:
+        return max(1e-9, time.perf_counter() - self.start)
+
+
+class Accumulator:
+    """Training loss and accuracy sums kept on the device: no host sync per step."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        self.loss += loss.double() * n
+        self.correct += correct
+        self.seen += n
+
+    def fold_into(self, pos: Position) -> None:
+        s = pos.sums
+        pos.sums = {"loss": s["loss"] + float(self.loss), "correct": s["correct"] + int(self.correct),
+                    "seen": s["seen"] + self.seen}  # fmt: skip
+        self.loss.zero_()
+        self.correct.zero_()
+        self.seen = 0
+
+
+@dataclass
+class Fit:
+    """A running fit: what the loop, its checkpoints and its records read and move on."""
+
+    cfg: Config
+    trainer: Trainer
+    streams: Streams
+    run: RunDir | None  # rank 0's run directory; None on the other ranks
+    pos: Position
+    stop: StopRequest
+    last_saved: float = field(default_factory=time.monotonic)
+    busy_s: float = 0.0  # wall time of the epochs' steps, for the mean images/s
+    images: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.streams.train)
+
+    def done(self) -> bool:
+        """max_steps reached (0: never)."""
+        return bool(self.cfg.run.max_steps) and self.pos.step >= self.cfg.run.max_steps
+
+
+def train(fit: Fit) -> float:
+    """Epochs from `fit.pos` until the last epoch or max_steps; returns the mean training images/s."""
+    while fit.pos.epoch < fit.cfg.optim.epochs and not fit.done():
+        clock = run_epoch(fit)
+        fit.busy_s += clock.elapsed()
+        fit.images += clock.steps * fit.cfg.optim.batch_size
+        end_epoch(fit, clock)
+        maybe_checkpoint(fit)
+    return fit.images / fit.busy_s if fit.busy_s else 0.0
+
+
+def run_epoch(fit: Fit) -> Clock:
+    """The steps of the current epoch from `fit.pos`, logged every log_every steps and at its end."""
+    clock, acc, bar, pos = Clock(), Accumulator(fit.trainer.device), progress_bar(fit), fit.pos
+    t = time.perf_counter()
+    for x, y in fit.streams.train.epoch(pos.epoch, pos.batch):
+        t_step = time.perf_counter()
+        loss, correct = fit.trainer.step(x, y, pos.step)
+        clock.tick(data_s=t_step - t, step_s=time.perf_counter() - t_step)
+        pos.step, pos.batch = pos.step + 1, pos.batch + 1
+        acc.add(loss, correct, len(y))
+        bar.update(1)
+        if pos.step % fit.cfg.run.log_every == 0 or pos.batch == fit.steps_per_epoch or fit.done():
+            log_interval(fit, bar, loss, correct, len(y), clock)
+        maybe_checkpoint(fit, acc)
+        if fit.done():
+            break
+        t = time.perf_counter()
+    bar.close()
+    acc.fold_into(pos)
+    return clock
+
+
+def maybe_checkpoint(fit: Fit, acc: Accumulator | None = None) -> None:
+    """The one place that decides when a checkpoint is due, and saves it (rank 0 writes).
+
+    At an epoch's end (no `acc`): always. Within an epoch, after a step: every checkpoint_every
+    steps and checkpoint_minutes after the last save, except at the epoch's last step or the run's
+    (the epoch end saves those), and whenever a stop signal is pending; the run then stops.
     """
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    top1 = torch.zeros((), dtype=torch.int64, device=device)
-    top5 = torch.zeros((), dtype=torch.int64, device=device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    seen = torch.zeros((), dtype=torch.int64, device=device)
-    k = min(5, num_classes)
-    for x, y in batches:
-        with autocast(device, dtype):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
-        loss += F.cross_entropy(logits, y, reduction="sum").double()
-        pred = logits.topk(k, 1).indices
-        top1 += (pred[:, 0] == y).sum()
-        top5 += (pred == y[:, None]).any(1).sum()
-        confusion += torch.bincount(y * num_classes + pred[:, 0], minlength=num_classes**2)
-        seen += len(y)
-    for t in (loss, top1, top5, confusion, seen):
-        dist.all_reduce_sum(t)
-    model.train(was_training)
-    n = max(1, int(seen))
-    return {
-        "loss": float(loss) / n,
-        "top1": int(top1) / n,
-        "top5": int(top5) / n,
-        "samples": int(seen),
-        "confusion": confusion.view(num_classes, num_classes).cpu(),
-    }
+    signum = fit.stop.pending(fit.trainer.device)  # once per step and per epoch end on every rank: they agree
+    if acc is not None:
+        pos, r = fit.pos, fit.cfg.run
+        inside = pos.batch < fit.steps_per_epoch and not fit.done()
+        every = bool(r.checkpoint_every) and pos.step % r.checkpoint_every == 0
+        timed = bool(r.checkpoint_minutes) and time.monotonic() - fit.last_saved >= 60 * r.checkpoint_minutes
+        if not (signum or (inside and (every or timed))):
+            return
+        acc.fold_into(pos)
+    if fit.run is not None:
+        state = training_state(fit.trainer, fit.pos, fit.cfg)
+        t0 = time.perf_counter()
+        path = save_checkpoint(fit.run, state, fit.cfg.run.keep_checkpoints)
+        fit.run.log({"kind": "checkpoint", "step": fit.pos.step, "seconds": time.perf_counter() - t0,
+                     "bytes": path.stat().st_size})  # fmt: skip
+    fit.last_saved = time.monotonic()
+    if signum:
+        where = fit.run.path if fit.run else fit.cfg.run.out
+        raise stopped(signum, fit.pos.step, RunDir(where).checkpoint_path(fit.pos.step), where)
+
+
+def log_interval(fit: Fit, bar, loss, correct, n: int, clock: Clock) -> None:
+    """One metrics.jsonl row (rank 0) and the progress bar's numbers, from the latest batch."""
+    rate = clock.steps * n * dist.world_size() / clock.elapsed()
+    row = {"kind": "train", "step": fit.pos.step, "epoch": round(fit.pos.step / fit.steps_per_epoch, 4),
+           "loss": float(loss), "acc": int(correct) / n, "lr": fit.trainer.optimizer.param_groups[0]["lr"],
+           "img_per_s": rate}  # fmt: skip
+    bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", img_s=f"{rate:.0f}")
+    if fit.run:
+        fit.run.log(row)
+
+
+def end_epoch(fit: Fit, clock: Clock) -> None:
+    """Evaluate and log the epoch row; a complete epoch moves the position to the next one."""
+    trainer, streams, pos = fit.trainer, fit.streams, fit.pos
+    t_eval = time.perf_counter()
+    test = evaluate(eval_model(trainer), streams.test.epoch(0), trainer.device, trainer.dtype, len(streams.classes))
+    val = validate(trainer, streams)
+    eval_s = time.perf_counter() - t_eval
+    wall = clock.elapsed()
+    seen = max(1, pos.sums["seen"])
+    row = {
+        "kind": "epoch", "step": pos.step, "epoch": round(pos.step / fit.steps_per_epoch, 4),
+        "train_loss": pos.sums["loss"] / seen, "train_acc": pos.sums["correct"] / seen,
+        "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"], **val, **bad_images(streams),
+        "lr": trainer.optimizer.param_groups[0]["lr"],
+        "img_per_s": clock.steps * streams.train.batch_size * dist.world_size() / max(1e-9, wall - eval_s),
+        "epoch_s": wall, "step_s": clock.step_s, "data_s": clock.data_s, "eval_s": eval_s,
+        "data_fraction": clock.data_s / wall, "outside_steps_fraction": 1 - clock.step_s / wall,
+    }  # fmt: skip
+    if fit.run:
+        fit.run.log(row)
+    held_out = f"val top-1 {val['val_top1']:.4f} | " if val else ""
+    say(f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | {held_out}"
+        f"test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.4f} | {row['img_per_s']:.0f} img/s; "
+        f"outside steps {100 * row['outside_steps_fraction']:.1f}%")  # fmt: skip
+    if pos.batch >= fit.steps_per_epoch:
+        pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {"loss": 0.0, "correct": 0, "seen": 0}
+
+
+def bad_images(streams: Streams) -> dict:
+    """Training images skipped so far as undecodable (data.bad_images=skip; image folders only)."""
+    count = getattr(streams.train, "bad_images", None)
+    return {} if count is None else {"bad_images": count}
+
+
+def validate(trainer: Trainer, streams: Streams, tta: bool = False) -> dict:
+    """val_loss/val_top1/val_top5 on the held-out training images ({} without data.val_split)."""
+    if streams.val is None:
+        return {}
+    val = evaluate(eval_model(trainer), streams.val.epoch(0), trainer.device, trainer.dtype, len(streams.classes), tta)
+    suffix = "_tta" if tta else ""
+    return {f"val_{k}{suffix}": val[k] for k in ("loss", "top1", "top5")}
+
+
+def final_evaluation(cfg: Config, trainer: Trainer, streams: Streams) -> dict:
+    """summary.json's measurements: test (and val) of the saved weights; with TTA, the flip-averaged
+    ones beside them; with an EMA, the live weights' test top-1 too, and a note when the EMA is worse."""
+    model, n = eval_model(trainer), len(streams.classes)
+    test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n)
+    out = {"test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
+           "test_samples": test["samples"], **validate(trainer, streams), **bad_images(streams)}  # fmt: skip
+    if cfg.run.tta:
+        tta = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n, tta=True)
+        out.update({"test_top1_tta": tta["top1"], "test_top5_tta": tta["top5"], "test_loss_tta": tta["loss"],
+                    "tta_forward_passes": 2, **validate(trainer, streams, tta=True)})  # fmt: skip
+    if trainer.ema is not None:
+        live = evaluate(dist.unwrap(trainer.model), streams.test.epoch(0), trainer.device, trainer.dtype, n)
+        out.update({"ema_test_top1": test["top1"], "live_test_top1": live["top1"],
+                    "ema_below_live": test["top1"] < live["top1"]})  # fmt: skip
+        if streams.val is not None:
+            live_val = evaluate(dist.unwrap(trainer.model), streams.val.epoch(0), trainer.device, trainer.dtype, n)
+            out["live_val_top1"] = live_val["top1"]
+        if out["ema_below_live"]:
+            say(f"note: the EMA weights (saved, evaluated) score test top-1 {test['top1']:.4f}, below the live "
+                f"weights' {live['top1']:.4f}; lower optim.ema_decay for a run this short")  # fmt: skip
+    return out
+
+
+def eval_model(trainer: Trainer):
+    """EMA weights when kept; otherwise the plain module (no DDP, no compiled graph to re-trace)."""
+    return trainer.ema.module if trainer.ema is not None else dist.unwrap(trainer.model)
+
+
+def progress_bar(fit: Fit):
+    show = fit.cfg.run.progress and dist.is_main() and sys.stderr.isatty()
+    return tqdm(total=fit.steps_per_epoch, initial=fit.pos.batch, desc=f"epoch {fit.pos.epoch + 1}/"
+                f"{fit.cfg.optim.epochs}", disable=not show, leave=False, dynamic_ncols=True)  # fmt: skip
+
+
+def say(message: str) -> None:
+    if dist.is_main():
+        tqdm.write(message, file=sys.stderr)
