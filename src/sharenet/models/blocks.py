@@ -1,18 +1,19 @@
-"""The four residual blocks of the papers. Each conv slot takes the conv the plan builds for it.
+"""The four residual blocks of the papers. Each conv slot takes the conv the plan built for it.
 
-A block receives `conv(name)`, which builds the module of its conv slot `name` ("conv1", "conv2",
-"conv3", "shortcut.conv") as the sharing plan says (own kernel, a borrowed shared kernel, a
-template mix, a filter-basis conv or a view of the parameter ring), so blocks know nothing of
-sharing. `BlockSpec.convs()` declares each block kind's slots. Under intra-block sharing
-(Dai et al.) the block owns the kernel as `self.shared`.
+Each block class declares its conv slots once (`conv_slots`: shapes, stride, the BatchNorm after
+each); the stage builds every slot's module as the sharing plan says (own kernel, a borrowed
+shared kernel, a template mix, a filter-basis conv or a view of the parameter ring) and hands
+them in by slot name ("conv1", ..., "shortcut.conv"), as torchvision and timm hand a block its
+`downsample`: blocks know nothing of sharing. Under intra-block sharing (Dai et al.) the block
+owns the kernel as `self.shared`.
 Each normalisation is a `BatchNormAct2d`, which also adds the residual and applies the ReLU that
 follow it, so that the fast path can run the three as one kernel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -20,19 +21,30 @@ from torch import nn
 from .layers import SharedKernel, make_shortcut
 from .norm_act import BatchNormAct2d
 
-ConvFactory = Callable[[str], nn.Module]  # slot name -> the module the plan gives it
+BlockKind = Literal["basic", "bottleneck", "preact_bottleneck", "wide"]
+Shortcut = Literal["A", "B", "conv"]  # zero-pad (He et al.'s option A), 1x1 conv + BN (B), bare 1x1 conv
+
+
+class ConvSpec(NamedTuple):
+    """One conv slot of a block."""
+
+    in_ch: int
+    out_ch: int
+    kernel: int
+    stride: int
+    norm: str | None  # the block's BatchNorm right after it, if any
 
 
 @dataclass(frozen=True)
 class BlockSpec:
     """One residual block's shape; `width` is the channel count of its 3x3 conv(s)."""
 
-    kind: str  # "basic" | "bottleneck" | "preact_bottleneck" | "wide"
+    kind: BlockKind
     in_ch: int
     out_ch: int
     stride: int
     width: int
-    shortcut: str = "B"  # how a shape change is bridged: "A", "B" or "conv"
+    shortcut: Shortcut = "B"  # how a shape change is bridged (pre-activation blocks: always "conv")
     dropout: float = 0.0  # wide blocks only, between the two 3x3 convs
 
     @property
@@ -40,32 +52,22 @@ class BlockSpec:
         """The shortcut changes the shape (a 1x1 conv or option A's padding bridges it)."""
         return self.in_ch != self.out_ch or self.stride != 1
 
-    def convs(self) -> dict[str, tuple[int, int, int, int, str | None]]:
-        """Every conv of the block in module order: (in_ch, out_ch, kernel, stride, the BatchNorm after it)."""
-        i, o, w, s = self.in_ch, self.out_ch, self.width, self.stride
-        if self.kind == "basic":
-            convs = {"conv1": (i, o, 3, s, "bn1"), "conv2": (o, o, 3, 1, "bn2")}
-        elif self.kind == "wide":
-            convs = {"conv1": (i, o, 3, s, "bn2"), "conv2": (o, o, 3, 1, None)}
-        elif self.kind == "bottleneck":
-            convs = {"conv1": (i, w, 1, 1, "bn1"), "conv2": (w, w, 3, s, "bn2"), "conv3": (w, o, 1, 1, "bn3")}
-        else:  # pre-activation bottleneck: the stride on the first 1x1
-            convs = {"conv1": (i, w, 1, s, "bn2"), "conv2": (w, w, 3, 1, "bn3"), "conv3": (w, o, 1, 1, None)}
+    def convs(self) -> dict[str, ConvSpec]:
+        """Every conv slot of the block in module order: its class's, then the shortcut's 1x1 conv."""
+        convs = BLOCKS[self.kind].conv_slots(self)
         if self.projects and self.shortcut_kind != "A":
-            convs["shortcut.conv"] = (i, o, 1, s, "shortcut.bn" if self.shortcut_kind == "B" else None)
+            norm = "shortcut.bn" if self.shortcut_kind == "B" else None
+            convs["shortcut.conv"] = ConvSpec(self.in_ch, self.out_ch, 1, self.stride, norm)
         return convs
 
     @property
-    def shortcut_kind(self) -> str:
+    def shortcut_kind(self) -> Shortcut:
         """How a shape change is bridged: pre-activation blocks always project with a bare 1x1 conv."""
         return "conv" if self.kind in ("preact_bottleneck", "wide") else self.shortcut
 
-    def slots(self) -> dict[str, tuple[int, int, int, str | None]]:
-        """The 3x3 slots the hand-made schemes may redirect: (in_ch, out_ch, stride, the BatchNorm after it)."""
-        return {n: (i, o, s, norm) for n, (i, o, k, s, norm) in self.convs().items() if k == 3}
-
-    def build(self, conv: ConvFactory, own_shared: SharedKernel | None) -> nn.Module:
-        return BLOCKS[self.kind](self, conv, own_shared)
+    def build(self, convs: dict[str, nn.Module], own_shared: SharedKernel | None) -> nn.Module:
+        """The block, given the module of each of `convs()`'s slots."""
+        return BLOCKS[self.kind](self, convs, own_shared)
 
 
 class _Block(nn.Module):
@@ -88,13 +90,18 @@ class BasicBlock(_Block):
 
     residual_norm = "bn2"
 
-    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
+    @staticmethod
+    def conv_slots(spec: BlockSpec) -> dict[str, ConvSpec]:
+        i, o, s = spec.in_ch, spec.out_ch, spec.stride
+        return {"conv1": ConvSpec(i, o, 3, s, "bn1"), "conv2": ConvSpec(o, o, 3, 1, "bn2")}
+
+    def __init__(self, spec: BlockSpec, convs: dict[str, nn.Module], own_shared: SharedKernel | None):
         super().__init__(own_shared)
-        self.conv1 = conv("conv1")
+        self.conv1 = convs["conv1"]
         self.bn1 = BatchNormAct2d(spec.out_ch)
-        self.conv2 = conv("conv2")
+        self.conv2 = convs["conv2"]
         self.bn2 = BatchNormAct2d(spec.out_ch)
-        self.shortcut = make_shortcut(spec, conv)
+        self.shortcut = make_shortcut(spec, convs.get("shortcut.conv"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn1(self.conv1(x))
@@ -106,15 +113,21 @@ class Bottleneck(_Block):
 
     residual_norm = "bn3"
 
-    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
+    @staticmethod
+    def conv_slots(spec: BlockSpec) -> dict[str, ConvSpec]:
+        i, o, w, s = spec.in_ch, spec.out_ch, spec.width, spec.stride
+        return {"conv1": ConvSpec(i, w, 1, 1, "bn1"), "conv2": ConvSpec(w, w, 3, s, "bn2"),
+                "conv3": ConvSpec(w, o, 1, 1, "bn3")}  # fmt: skip
+
+    def __init__(self, spec: BlockSpec, convs: dict[str, nn.Module], own_shared: SharedKernel | None):
         super().__init__(own_shared)
-        self.conv1 = conv("conv1")
+        self.conv1 = convs["conv1"]
         self.bn1 = BatchNormAct2d(spec.width)
-        self.conv2 = conv("conv2")
+        self.conv2 = convs["conv2"]
         self.bn2 = BatchNormAct2d(spec.width)
-        self.conv3 = conv("conv3")
+        self.conv3 = convs["conv3"]
         self.bn3 = BatchNormAct2d(spec.out_ch)
-        self.shortcut = make_shortcut(spec, conv)
+        self.shortcut = make_shortcut(spec, convs.get("shortcut.conv"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn1(self.conv1(x))
@@ -129,16 +142,22 @@ class PreActBottleneck(_PreActBlock):
     its stride on the first 1x1 and projects the shortcut with a strided 1x1 conv (no BN).
     """
 
-    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
+    @staticmethod
+    def conv_slots(spec: BlockSpec) -> dict[str, ConvSpec]:
+        i, o, w, s = spec.in_ch, spec.out_ch, spec.width, spec.stride
+        return {"conv1": ConvSpec(i, w, 1, s, "bn2"), "conv2": ConvSpec(w, w, 3, 1, "bn3"),
+                "conv3": ConvSpec(w, o, 1, 1, None)}  # fmt: skip
+
+    def __init__(self, spec: BlockSpec, convs: dict[str, nn.Module], own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.projects = spec.projects
         self.bn1 = BatchNormAct2d(spec.in_ch)
-        self.conv1 = conv("conv1")
+        self.conv1 = convs["conv1"]
         self.bn2 = BatchNormAct2d(spec.width)
-        self.conv2 = conv("conv2")
+        self.conv2 = convs["conv2"]
         self.bn3 = BatchNormAct2d(spec.width)
-        self.conv3 = conv("conv3")
-        self.shortcut = make_shortcut(spec, conv)
+        self.conv3 = convs["conv3"]
+        self.shortcut = make_shortcut(spec, convs.get("shortcut.conv"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)
@@ -155,15 +174,20 @@ class WideBasic(_PreActBlock):
     projects the shortcut with a strided 1x1 conv (no BN).
     """
 
-    def __init__(self, spec: BlockSpec, conv: ConvFactory, own_shared: SharedKernel | None):
+    @staticmethod
+    def conv_slots(spec: BlockSpec) -> dict[str, ConvSpec]:
+        i, o, s = spec.in_ch, spec.out_ch, spec.stride
+        return {"conv1": ConvSpec(i, o, 3, s, "bn2"), "conv2": ConvSpec(o, o, 3, 1, None)}
+
+    def __init__(self, spec: BlockSpec, convs: dict[str, nn.Module], own_shared: SharedKernel | None):
         super().__init__(own_shared)
         self.projects = spec.projects
         self.bn1 = BatchNormAct2d(spec.in_ch)
-        self.conv1 = conv("conv1")
+        self.conv1 = convs["conv1"]
         self.bn2 = BatchNormAct2d(spec.out_ch)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        self.conv2 = conv("conv2")
-        self.shortcut = make_shortcut(spec, conv)
+        self.conv2 = convs["conv2"]
+        self.shortcut = make_shortcut(spec, convs.get("shortcut.conv"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre, skip = self.entry(x)

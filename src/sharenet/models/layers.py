@@ -114,14 +114,14 @@ class ProjectionShortcut(nn.Module):
         return self.bn(self.conv(x))
 
 
-def make_shortcut(spec, conv) -> nn.Module:
+def make_shortcut(spec, conv: nn.Module | None) -> nn.Module:
     """Identity when the block keeps the shape, else option 'A' (pad), 'B' (1x1+BN) or 'conv' (1x1 only);
-    `conv(name)` builds the 1x1 conv of slot "shortcut.conv" (spec: the block's BlockSpec)."""
+    `conv`: the module of the block's slot "shortcut.conv" (spec: the block's BlockSpec)."""
     kind = spec.shortcut_kind
     if not spec.projects:
         return nn.Identity()
     if kind == "A":
         return PadShortcut(spec.in_ch, spec.out_ch, spec.stride)
     if kind in ("B", "conv"):
-        return ProjectionShortcut(conv("shortcut.conv"), spec.out_ch, norm=kind == "B")
+        return ProjectionShortcut(conv, spec.out_ch, norm=kind == "B")
     raise InvalidArgumentError(f"unknown shortcut {kind!r}; valid: 'A', 'B', 'conv'")

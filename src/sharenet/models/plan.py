@@ -26,12 +26,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from ..errors import InvalidArgumentError
 from .blocks import BlockSpec
 from .families import ArchSpec
 
 SCHEMES = ("none", "stage", "block", "templates", "basis", "ring")
+Source = Literal["own", "shared", "templates", "basis", "ring"]  # where a conv's kernel comes from
 BASIS_KINDS = ("single", "double")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm state, not parameters
 
@@ -106,7 +108,7 @@ class ConvSlot:
     out_ch: int
     stride: int
     norm: str | None  # the block's BatchNorm right after this conv, if any (folds a basis's bias)
-    source: str = "own"  # "own" | "shared" | "templates" | "basis" | "ring"
+    source: Source = "own"
     owned: Owned | None = None  # the shared kernel, bank, basis or ring it uses
     own_rank: int = 0  # basis: filters of its own basis
     kernel: int = 3  # kernel side
@@ -282,7 +284,9 @@ def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
         stage, scale = f"stages.{si}", specs[0].width // first_width
         for bi, spec in enumerate(specs):
             picked = rule(bi, spec)
-            for name, (in_ch, out_ch, stride, norm) in spec.slots().items():
+            for name, (in_ch, out_ch, k, stride, norm) in spec.convs().items():
+                if k != 3:  # the hand-made and learned schemes share 3x3 kernels only
+                    continue
                 slot = ConvSlot(f"{stage}.blocks.{bi}.{name}", in_ch, out_ch, stride, norm)
                 if name in picked:
                     owned = _owned(sharing, slot, stage, picked.index(name), scale)
@@ -320,7 +324,7 @@ def _ring_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
     return SharePlan(sharing, slots)
 
 
-_SOURCE = {"stage": "shared", "block": "shared", "templates": "templates", "basis": "basis"}
+_SOURCE: dict[str, Source] = {"stage": "shared", "block": "shared", "templates": "templates", "basis": "basis"}
 
 
 def _check_shapes(plan: SharePlan) -> None:

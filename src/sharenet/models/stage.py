@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .blocks import BlockSpec, ConvFactory
+from .blocks import BlockSpec
 from .layers import Conv3x3, SharedKernel, conv1x1
 from .learned import BasisConv3x3, TemplateBank, TemplateConv3x3, orthogonal_bases, orthogonal_coefficients
 from .plan import ConvSlot, Owned, SharePlan
@@ -57,7 +57,7 @@ class Stage(nn.Module):
             for owned in plan.owned_by(block):  # intra-block kernel, before the block's convs
                 owners[owned.path] = make_owned(owned)
             kernel = owners.get(f"{block}.shared")
-            blocks.append(spec.build(_factory(spec, plan.block_slots(block), owners), own_shared=kernel))
+            blocks.append(spec.build(block_convs(spec, plan.block_slots(block), owners), own_shared=kernel))
         self.blocks = nn.ModuleList(blocks)
         orthogonal_coefficients([m for m in self.modules() if isinstance(m, TemplateConv3x3)])
         orthogonal_bases([m for name, m in self.named_children() if name.startswith("basis")])
@@ -68,13 +68,11 @@ class Stage(nn.Module):
         return x
 
 
-def _factory(spec: BlockSpec, slots: dict[str, ConvSlot], owners: dict[str, nn.Module]) -> ConvFactory:
-    """A block's conv builder: its plan slot's module, or an ordinary 1x1 conv where the plan has none."""
-
-    def conv(name: str) -> nn.Module:
-        if name in slots:
-            return make_conv(slots[name], owners)
-        in_ch, out_ch, k, stride, _ = spec.convs()[name]
-        return conv1x1(in_ch, out_ch, stride) if k == 1 else Conv3x3(in_ch, out_ch, stride)
-
-    return conv
+def block_convs(spec: BlockSpec, slots: dict[str, ConvSlot], owners: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Every conv of a block, in its slots' order: the plan's module, or an ordinary conv where the
+    plan has no entry (the 1x1s outside the ring)."""
+    return {
+        name: make_conv(slots[name], owners) if name in slots else
+        conv1x1(c.in_ch, c.out_ch, c.stride) if c.kernel == 1 else Conv3x3(c.in_ch, c.out_ch, c.stride)
+        for name, c in spec.convs().items()
+    }  # fmt: skip
