@@ -12,8 +12,22 @@ from .test_train_cli import sharenet_cli
 
 
 def test_bench_json_has_the_measurements():
-    proc = sharenet_cli("bench", "--model", "resnet8", "--batch-size", "8", "--steps", "1", "--rounds", "2",
-                        "--warmup", "1", "--set", "run.compile=off", "--json")  # fmt: skip
+    proc = sharenet_cli(
+        "bench",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "8",
+        "--steps",
+        "1",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--set",
+        "run.compile=off",
+        "--json",
+    )
     r = json.loads(proc.stdout)
     keys = (
         "train_img_per_s",
@@ -36,8 +50,21 @@ def test_bench_json_has_the_measurements():
 
 
 def test_bench_table_and_bad_input():
-    proc = sharenet_cli("bench", "--model", "resnet8", "--batch-size", "4", "--steps", "1", "--rounds", "1",
-                        "--warmup", "1", "--set", "run.compile=off")  # fmt: skip
+    proc = sharenet_cli(
+        "bench",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "4",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--warmup",
+        "1",
+        "--set",
+        "run.compile=off",
+    )
     assert "plain eager fp32 NCHW (baseline)" in proc.stdout and "shared / unshared" in proc.stdout
     assert "median of per-round ratios" in proc.stdout
     bad = sharenet_cli("bench", "--batch-size", "0", check=False)
@@ -84,8 +111,10 @@ def _isa_in_subprocess(env: dict) -> dict:
     import subprocess
     import sys
 
-    code = ("import json, torch; from sharenet.engine import device as d; cpu = torch.device('cpu'); "
-            "print(json.dumps({'isa': d.cpu_isa(), 'dtype': str(d.pick_dtype('auto', cpu))}))")  # fmt: skip
+    code = (
+        "import json, torch; from sharenet.engine import device as d; cpu = torch.device('cpu'); "
+        "print(json.dumps({'isa': d.cpu_isa(), 'dtype': str(d.pick_dtype('auto', cpu))}))"
+    )
     limits = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")  # only the ones the test sets
     base = {k: v for k, v in os.environ.items() if k not in limits}
     out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True)
@@ -140,8 +169,11 @@ def test_fused_batchnorm_where_it_pays():
     if not shutil.which("g++"):
         pytest.skip("the fused kernel needs a C++ compiler (g++) to build")
     cpu = torch.device("cpu")
-    for dtype, compiled, fused in ((torch.float32, False, True), (torch.float32, True, False),
-                                   (torch.bfloat16, True, True)):  # fmt: skip
+    for dtype, compiled, fused in (
+        (torch.float32, False, True),
+        (torch.float32, True, False),
+        (torch.bfloat16, True, True),
+    ):
         model = create_model("resnet8", share="stage")
         fast = prepare(model, FastPath(cpu, "AVX-512", dtype, channels_last=True, compile=compiled))
         assert fast.fused_batchnorm is fused and ("kernel=fused" in str(model)) is fused
@@ -155,14 +187,20 @@ def test_compile_cache_is_keyed_by_the_isa_level():
     import subprocess
     import sys
 
-    code = ("import os; from sharenet.engine.fastpath import key_compile_cache_by_isa as k; k(); "
-            "print(os.environ['TORCHINDUCTOR_CACHE_DIR'])")  # fmt: skip
-    base = {n: v for n, v in os.environ.items() if n not in ("TORCHINDUCTOR_CACHE_DIR", "ONEDNN_MAX_CPU_ISA",
-                                                              "ATEN_CPU_CAPABILITY")}  # fmt: skip
+    code = (
+        "import os; from sharenet.engine.fastpath import key_compile_cache_by_isa as k; k(); "
+        "print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"
+    )
+    base = {
+        n: v
+        for n, v in os.environ.items()
+        if n not in ("TORCHINDUCTOR_CACHE_DIR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+    }
 
     def cache_dir(**env) -> str:
-        return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     native, limited = cache_dir(), cache_dir(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
     assert limited.endswith("-AVX2") and (native != limited or native.endswith("-AVX2"))

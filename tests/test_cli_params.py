@@ -31,8 +31,12 @@ def test_paper_tables_json_have_every_published_count(capsys):
     double = learned["ResNet34-S32U1 double"]
     assert double["params"] == 9_762_776 and double["rounded"] == "9.76M"
     assert double["options"] == {
-        "share": "basis", "num_classes": 1000, "shared_rank": 32, "unique_rank": 1, "basis": "double",
-    }  # fmt: skip
+        "share": "basis",
+        "num_classes": 1000,
+        "shared_rank": 32,
+        "unique_rank": 1,
+        "basis": "double",
+    }
 
 
 def test_paper_tables_text_marks_each_row_exact_and_is_the_readmes(capsys):
@@ -67,13 +71,21 @@ def test_learned_scheme_options_reach_the_model(capsys):
 @pytest.mark.parametrize(
     ("argv", "header", "groups"),
     [
-        (["--share", "templates", "--templates", "3"], "share=templates templates=3 ",
-         ["template banks        3", "stages.0.bank.templates  used by 4: stages.0.blocks.1.conv1,"]),
-        (["--share", "basis", "--basis", "double"], "share=basis shared_rank=16 unique_rank=1 basis=double ",
-         ["shared bases          6",
-          "stages.0.basis1.weight  used by 2: stages.0.blocks.1.conv1, stages.0.blocks.2.conv1"]),
+        (
+            ["--share", "templates", "--templates", "3"],
+            "share=templates templates=3 ",
+            ["template banks        3", "stages.0.bank.templates  used by 4: stages.0.blocks.1.conv1,"],
+        ),
+        (
+            ["--share", "basis", "--basis", "double"],
+            "share=basis shared_rank=16 unique_rank=1 basis=double ",
+            [
+                "shared bases          6",
+                "stages.0.basis1.weight  used by 2: stages.0.blocks.1.conv1, stages.0.blocks.2.conv1",
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_describe_prints_the_learned_plan_and_its_options(capsys, argv, header, groups):
     assert main(["params", "resnet20", *argv, "--describe"]) == 0
     out = capsys.readouterr().out
@@ -87,10 +99,12 @@ def test_describe_prints_the_learned_plan_and_its_options(capsys, argv, header, 
         (["params", "resnet32", "--share", "templates", "--basis", "double"], "basis applies to share='basis'"),
         (["params", "resnet32", "--share", "templates", "--templates", "0"], "templates must be an integer >= 1"),
         (["params", "resnet50", "--share", "basis"], "not bottleneck; valid for this family: none, stage, templates"),
-        (["import", "x.th", "--model", "resnet20", "--share", "stage", "--templates", "2", "--out", "y"],
-         "templates applies to share='templates', not share='stage'"),
+        (
+            ["import", "x.th", "--model", "resnet20", "--share", "stage", "--templates", "2", "--out", "y"],
+            "templates applies to share='templates', not share='stage'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_option_for_the_wrong_scheme_is_one_line_and_exit_2(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err

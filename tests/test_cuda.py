@@ -31,8 +31,20 @@ GPU = ["--device", "cuda", "--batch-size", "64", "--no-progress", "--set", "run.
 
 
 def _train(fmnist_dir, out, *extra, max_steps=40):
-    cmd = [sys.executable, "-m", "sharenet", "train", "--data-dir", str(fmnist_dir), "--out", str(out), *GPU,
-           "--max-steps", str(max_steps), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharenet",
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        *GPU,
+        "--max-steps",
+        str(max_steps),
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -112,10 +124,27 @@ def test_a_run_trained_on_cuda_exports_and_checks(fmnist_dir, tmp_path):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs for two NCCL ranks")
 def test_two_nccl_ranks_train_in_step(fmnist_dir, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sharenet",
-           "train", "--data-dir", str(fmnist_dir), "--out", str(out), *GPU, "--max-steps", "12"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                          timeout=600)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "sharenet",
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        *GPU,
+        "--max-steps",
+        "12",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(set(summary["rank_param_sha256"])) == 1

@@ -161,8 +161,10 @@ def test_predict_check_and_evaluation_see_the_same_tensor_for_the_same_file(fmni
         img.crop((0, 0, 224, 224)).save(folders / "val" / "a" / "small.png")
     for split in ("train", "val"):
         shutil.copy(jpeg, folders / split / "a" / "large.jpg")
-    cfg = apply(Config(), {"data.dataset": "imagefolder", "data.data_dir": str(folders), "data.workers": 0,
-                           "run.channels_last": False})  # fmt: skip
+    cfg = apply(
+        Config(),
+        {"data.dataset": "imagefolder", "data.data_dir": str(folders), "data.workers": 0, "run.channels_last": False},
+    )
     streams = make_streams(cfg, torch.device("cpu"))
     evaluated, _ = next(iter(streams.test.epoch(0)))  # large.jpg, small.png: sorted by name
     for i, name in enumerate(("large.jpg", "small.png")):

@@ -22,8 +22,18 @@ COMMON = ["--batch-size", "64", "--no-progress", "--set", "run.log_every=5"]
 
 def torchrun(nproc: int, *args, check: bool = True) -> subprocess.CompletedProcess:
     """`sharenet train` on `nproc` one-thread CPU ranks; with check, the run must succeed."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "sharenet", "train", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "sharenet",
+        "train",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert not check or proc.returncode == 0, proc.stderr[-3000:]
@@ -73,8 +83,20 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(fmnist_dir, tmp_path):
         2, "--data-dir", str(fmnist_dir), "--max-steps", "8", "--checkpoint-every", "4", "--out", str(out), *COMMON
     )
     (out / "summary.json").unlink()
-    proc = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--max-steps", "12", "--checkpoint-every", "4",
-                        "--out", str(out), "--resume", "auto", *COMMON)  # fmt: skip
+    proc = sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--max-steps",
+        "12",
+        "--checkpoint-every",
+        "4",
+        "--out",
+        str(out),
+        "--resume",
+        "auto",
+        *COMMON,
+    )
     assert "resumed from" in proc.stderr and "at step 8" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["world_size"] == 1
@@ -82,8 +104,21 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(fmnist_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_failure_on_the_ranks_stops_the_whole_run(fmnist_dir, tmp_path):
-    proc = torchrun(2, "--data-dir", str(fmnist_dir), "--max-steps", "40", "--lr", "1e6", "--out", str(tmp_path / "r"),
-                    *COMMON, "--set", "optim.warmup_steps=0", check=False)  # fmt: skip
+    proc = torchrun(
+        2,
+        "--data-dir",
+        str(fmnist_dir),
+        "--max-steps",
+        "40",
+        "--lr",
+        "1e6",
+        "--out",
+        str(tmp_path / "r"),
+        *COMMON,
+        "--set",
+        "optim.warmup_steps=0",
+        check=False,
+    )
     assert proc.returncode != 0  # torchrun ends the group; no rank is left waiting
     assert "non-finite gradient norm at step" in proc.stderr
     assert not (tmp_path / "r" / "summary.json").exists()
@@ -93,8 +128,19 @@ def test_a_failure_on_the_ranks_stops_the_whole_run(fmnist_dir, tmp_path):
 def test_a_rank_that_fails_alone_is_named_and_the_others_say_why_they_stopped(fmnist_dir, tmp_path):
     out = tmp_path / "r"
     (out / "ckpt-00000004.json").mkdir(parents=True)  # rank 0 cannot write step 4's checkpoint record
-    proc = torchrun(2, "--data-dir", str(fmnist_dir), "--max-steps", "12", "--checkpoint-every", "4", "--out", str(out),
-                    *COMMON, check=False)  # fmt: skip
+    proc = torchrun(
+        2,
+        "--data-dir",
+        str(fmnist_dir),
+        "--max-steps",
+        "12",
+        "--checkpoint-every",
+        "4",
+        "--out",
+        str(out),
+        *COMMON,
+        check=False,
+    )
     assert proc.returncode != 0
     assert f"cannot write checkpoint {out / 'ckpt-00000004.pt'} (Is a directory: {out / 'ckpt-00000004.json'})" in (
         proc.stderr

@@ -99,8 +99,20 @@ def test_pt2_program_stores_each_tensor_once_and_computes_the_model(share, tmp_p
 @pytest.fixture(scope="module")
 def trained(fmnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
-    sharenet_cli("train", "--data-dir", str(fmnist_dir), "--max-steps", "40", "--batch-size", "64",
-                 "--out", str(out), "--no-progress", "--set", "run.compile=off")  # fmt: skip
+    sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--max-steps",
+        "40",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "run.compile=off",
+    )
     return out
 
 
@@ -113,8 +125,18 @@ def _cli_json(capsys, *args):
 
 def test_export_check_reports_agreement_on_the_real_test_set(trained, fmnist_dir, tmp_path, capsys):
     for fmt in ("onnx", "pt2"):
-        r = _cli_json(capsys, "export", str(trained), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}"), "--check",
-                        "--data-dir", str(fmnist_dir))  # fmt: skip
+        r = _cli_json(
+            capsys,
+            "export",
+            str(trained),
+            "--format",
+            fmt,
+            "--out",
+            str(tmp_path / f"m.{fmt}"),
+            "--check",
+            "--data-dir",
+            str(fmnist_dir),
+        )
         c = r["check"]
         assert c["images"] == 1000 and c["top1_agreement"] == 1.0 and c["relative_diff"] <= 1e-4, r
         assert c["top1"] == c["reference_top1"]
@@ -132,8 +154,19 @@ def _int8_conv_weights(proto) -> dict[str, int]:
 
 def test_int8_quantizes_each_shared_kernel_once(trained, fmnist_dir, tmp_path, capsys):
     fp32 = _cli_json(capsys, "export", str(trained), "--out", str(tmp_path / "m.onnx"))
-    r = _cli_json(capsys, "export", str(trained), "--int8", "--out", str(tmp_path / "q.onnx"), "--check",
-                  "--calibration", "256", "--data-dir", str(fmnist_dir))  # fmt: skip
+    r = _cli_json(
+        capsys,
+        "export",
+        str(trained),
+        "--int8",
+        "--out",
+        str(tmp_path / "q.onnx"),
+        "--check",
+        "--calibration",
+        "256",
+        "--data-dir",
+        str(fmnist_dir),
+    )
     assert r["file_bytes"] < 0.5 * fp32["file_bytes"]
     assert r["check"]["top1"] >= r["check"]["reference_top1"] - 0.03, r["check"]
     proto = onnx.load(str(tmp_path / "q.onnx"))
@@ -186,8 +219,22 @@ def test_predict_cifar_and_imagenet_sample_images(cifar10_dir, imagenet_dir, tmp
 
     root, images = cifar10_dir
     cifar_run = tmp_path / "cifar"
-    sharenet_cli("train", "--recipe", "cifar-he", "--model", "resnet8", "--data-dir", str(root), "--batch-size", "4",
-                 "--max-steps", "2", "--out", str(cifar_run), "--no-progress")  # fmt: skip
+    sharenet_cli(
+        "train",
+        "--recipe",
+        "cifar-he",
+        "--model",
+        "resnet8",
+        "--data-dir",
+        str(root),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--out",
+        str(cifar_run),
+        "--no-progress",
+    )
     files = tmp_path / "cifar-png"
     files.mkdir()
     for i, (img, _) in enumerate(images):
@@ -201,9 +248,26 @@ def test_predict_cifar_and_imagenet_sample_images(cifar10_dir, imagenet_dir, tmp
     assert rows[0]["top"][0]["class"].startswith("class")
 
     imagenet_run = tmp_path / "imagenet"
-    sharenet_cli("train", "--recipe", "imagenet-fb", "--model", "resnet18", "--data-dir", str(imagenet_dir),
-                 "--batch-size", "4", "--max-steps", "1", "--out", str(imagenet_run), "--no-progress",
-                 "--set", "run.eval_batch_size=10", "--set", "data.workers=0")  # fmt: skip
+    sharenet_cli(
+        "train",
+        "--recipe",
+        "imagenet-fb",
+        "--model",
+        "resnet18",
+        "--data-dir",
+        str(imagenet_dir),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "1",
+        "--out",
+        str(imagenet_run),
+        "--no-progress",
+        "--set",
+        "run.eval_batch_size=10",
+        "--set",
+        "data.workers=0",
+    )
     val = ImageFolder(imagenet_dir / "val", train=False)
     rows = _cli_json(capsys, "predict", str(imagenet_run), str(imagenet_dir / "val"))
     expected = open_runner(imagenet_run).run(torch.stack([val[i][0] for i in range(len(val))])).argmax(1)
@@ -226,8 +290,9 @@ def _fails(capsys, *args) -> str:
 def test_bad_exports_and_predictions_say_one_line(trained, tmp_path, capsys):
     onnx_file = tmp_path / "m.onnx"
     _cli_json(capsys, "export", str(trained), "--out", str(onnx_file))
-    assert "--int8 needs --format onnx" in _fails(capsys, "export", str(trained), "--format", "pt2", "--int8",
-                                                  "--out", str(tmp_path / "x.pt2"))  # fmt: skip
+    assert "--int8 needs --format onnx" in _fails(
+        capsys, "export", str(trained), "--format", "pt2", "--int8", "--out", str(tmp_path / "x.pt2")
+    )
     out = str(tmp_path / "x.onnx")
     assert "--batch must be" in _fails(capsys, "export", str(trained), "--batch", "0", "--out", out)
     assert "does not exist" in _fails(capsys, "export", str(tmp_path / "nothing"), "--out", out)
@@ -272,12 +337,39 @@ def test_ring_run_exports_the_ring_checks_and_predicts(fmnist_dir, tmp_path, cap
     """A trained ring model's files hold the ring, not its map or kernels: tensors at most 1.1 x
     (parameters + BatchNorm statistics) x 4 bytes, the map recomputed in the graph from the seed."""
     run = tmp_path / "ring"
-    sharenet_cli("train", "--data-dir", str(fmnist_dir), "--model", "resnet20", "--share", "ring",
-                 "--set", "model.params=60000", "--max-steps", "20", "--batch-size", "64", "--out", str(run),
-                 "--no-progress", "--set", "run.compile=off")  # fmt: skip
+    sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--model",
+        "resnet20",
+        "--share",
+        "ring",
+        "--set",
+        "model.params=60000",
+        "--max-steps",
+        "20",
+        "--batch-size",
+        "64",
+        "--out",
+        str(run),
+        "--no-progress",
+        "--set",
+        "run.compile=off",
+    )
     for fmt in ("onnx", "pt2"):
-        r = _cli_json(capsys, "export", str(run), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}"), "--check",
-                      "--data-dir", str(fmnist_dir))  # fmt: skip
+        r = _cli_json(
+            capsys,
+            "export",
+            str(run),
+            "--format",
+            fmt,
+            "--out",
+            str(tmp_path / f"m.{fmt}"),
+            "--check",
+            "--data-dir",
+            str(fmnist_dir),
+        )
         assert r["tensor_bytes"] <= 1.1 * r["expected_bytes"] and r["expected_bytes"] < 60_000 * 4 * 1.1, r
         c = r["check"]
         assert c["top1_agreement"] == 1.0 and c["relative_diff"] <= 1e-4, r

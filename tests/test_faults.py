@@ -64,8 +64,11 @@ def test_sigterm_stops_after_a_step_with_a_checkpoint_and_resume_ends_identical(
     _signal_at(proc, out, 10, signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
     last = proc.stderr.read().strip().splitlines()[-1]
-    found = re.fullmatch(r"sharenet: stopped by SIGTERM at step (\d+); checkpoint (\S+); continue with "
-                         r"sharenet train --resume auto --out (\S+)", last)  # fmt: skip
+    found = re.fullmatch(
+        r"sharenet: stopped by SIGTERM at step (\d+); checkpoint (\S+); continue with "
+        r"sharenet train --resume auto --out (\S+)",
+        last,
+    )
     assert found, last
     step = int(found[1])
     assert step >= 10 and load_checkpoint(found[2])["step"] == step and found[3] == str(out)
@@ -89,8 +92,23 @@ def test_sigint_and_sigusr1_stop_with_a_checkpoint_and_their_exit_code(sig, fmni
 def test_a_second_signal_aborts_at_once(fmnist_dir, tmp_path):
     """Steps of 1,024 images take long enough that the second signal lands while the first waits."""
     out = tmp_path / "r"
-    cmd = [sys.executable, "-m", "sharenet", "train", "--data-dir", str(fmnist_dir), "--out", str(out),
-           "--batch-size", "1024", "--no-progress", "--set", "run.log_every=1", "--set", "run.compile=off"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharenet",
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        "--batch-size",
+        "1024",
+        "--no-progress",
+        "--set",
+        "run.log_every=1",
+        "--set",
+        "run.compile=off",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     heard = threading.Event()
 
@@ -154,16 +172,42 @@ def test_final_weights_that_cannot_be_written_are_written_by_resuming(whole, fmn
 def test_curves_that_cannot_be_written_lose_nothing(fmnist_dir, tmp_path):
     out = tmp_path / "r"
     (out / "curves.png").mkdir(parents=True)
-    proc = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(out), "--max-steps", "3",
-                        "--batch-size", "64", "--no-progress", "--set", "run.compile=off")  # fmt: skip
+    proc = sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--set",
+        "run.compile=off",
+    )
     assert "warning: could not write" in proc.stderr and "weights and summary kept" in proc.stderr
     assert (out / "model.safetensors").is_file() and (out / "summary.json").is_file()
 
 
 def test_time_based_checkpoints_are_written_and_their_cost_logged(fmnist_dir, tmp_path):
     out = tmp_path / "r"
-    sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(out), "--max-steps", "8", "--batch-size", "64",
-                 "--no-progress", "--set", "run.compile=off", "--set", "run.checkpoint_minutes=0.0001")  # fmt: skip
+    sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "8",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--set",
+        "run.compile=off",
+        "--set",
+        "run.checkpoint_minutes=0.0001",
+    )
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     saved = [r for r in rows if r["kind"] == "checkpoint"]
     assert [r["step"] for r in saved] == list(range(1, 9))  # every step: 6 ms apart is "minutes" here
@@ -186,8 +230,12 @@ def test_study_passes_a_signal_on_and_its_runs_lose_no_steps(fmnist_dir, tmp_pat
         "run: {log_every: 1, compile: 'off'}}\n"
     )
     run = tmp_path / "runs" / "resnet8-stage-s0"
-    study = subprocess.Popen([sys.executable, "-m", "sharenet", "study", str(spec)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    study = subprocess.Popen(
+        [sys.executable, "-m", "sharenet", "study", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _signal_at(study, run, 5, signal.SIGTERM)
     assert study.wait(timeout=120) == 143
     err = study.stderr.read()
@@ -209,9 +257,29 @@ def test_every_fault_table_row_is_a_test():
 
 
 def _torchrun(out: Path, fmnist_dir, *extra) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sharenet",
-           "train", "--data-dir", str(fmnist_dir), "--out", str(out), "--batch-size", "64", "--no-progress",
-           "--set", "run.log_every=1", "--set", "run.compile=off", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "sharenet",
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--set",
+        "run.log_every=1",
+        "--set",
+        "run.compile=off",
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -239,6 +307,18 @@ def test_a_rank_killed_under_torchrun_ends_the_run_and_the_checkpoints_resume(fm
     assert "SIGKILL" in proc.stderr.read() and not (out / "summary.json").exists()
     kept = sorted(out.glob("ckpt-*.pt"))
     assert kept and all(load_checkpoint(p)["step"] == int(p.stem[5:]) for p in kept)
-    resumed = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(out), "--batch-size", "64",
-                           "--max-steps", "12", "--resume", "auto", "--no-progress")  # fmt: skip
+    resumed = sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        "--batch-size",
+        "64",
+        "--max-steps",
+        "12",
+        "--resume",
+        "auto",
+        "--no-progress",
+    )
     assert "resumed from" in resumed.stderr and json.loads((out / "summary.json").read_text())["steps"] == 12

@@ -42,10 +42,29 @@ def truncate(path, keep_bytes=None):
 
 def train_cli(root, out, *extra):
     return sharenet_cli(
-        "train", "--recipe", "imagenet-fb", "--model", "resnet18", "--data-dir", str(root), "--batch-size", "4",
-        "--max-steps", "2", "--out", str(out), "--no-progress", "--set", "run.eval_batch_size=10",
-        "--set", "data.workers=1", "--set", f"run.seed={SEED}", *extra, check=False,
-    )  # fmt: skip
+        "train",
+        "--recipe",
+        "imagenet-fb",
+        "--model",
+        "resnet18",
+        "--data-dir",
+        str(root),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "run.eval_batch_size=10",
+        "--set",
+        "data.workers=1",
+        "--set",
+        f"run.seed={SEED}",
+        *extra,
+        check=False,
+    )
 
 
 def one_line_error(proc) -> str:
@@ -117,8 +136,15 @@ def test_skipped_images_are_counted_in_the_main_process(data_dir, split, batch_s
     since every step must still happen (resume positions and DDP ranks count steps)."""
     victim = truncate(next((data_dir / split).glob("*/*.jpg")))
     train, val = image_folders(str(data_dir), SEED)
-    stream = FolderStream(train if split == "train" else val, batch_size, device="cpu", train=split == "train",
-                          seed=SEED, workers=workers, bad_images="skip")  # fmt: skip
+    stream = FolderStream(
+        train if split == "train" else val,
+        batch_size,
+        device="cpu",
+        train=split == "train",
+        seed=SEED,
+        workers=workers,
+        bad_images="skip",
+    )
     batches = list(stream.epoch(0))
     assert len(batches) == len(stream) and stream.bad_images == 1 and stream.bad_files == [str(victim)]
     sizes = [len(y) for _, y in batches]

@@ -25,10 +25,20 @@ from .test_train_cli import sharenet_cli
 
 SCHEMES = {
     "templates": ["--share", "templates", "--set", "model.templates=1"],
-    "basis": ["--share", "basis", "--set", "model.shared_rank=4", "--set", "model.unique_rank=2",
-              "--set", "model.basis=double", "--set", "optim.ortho_penalty=10"],
+    "basis": [
+        "--share",
+        "basis",
+        "--set",
+        "model.shared_rank=4",
+        "--set",
+        "model.unique_rank=2",
+        "--set",
+        "model.basis=double",
+        "--set",
+        "optim.ortho_penalty=10",
+    ],
     "ring": ["--share", "ring", "--set", "model.params=60000"],
-}  # fmt: skip
+}
 COMMON = ["--model", "resnet14", "--batch-size", "64", "--no-progress", "--checkpoint-every", "3"]
 
 
@@ -97,8 +107,11 @@ def test_ema_averages_each_bank_and_basis_once_per_step():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{"share": "templates"}, {"share": "basis"}, {"share": "ring", "ring_size": 5000}],
-                         ids=lambda o: o["share"])  # fmt: skip
+@pytest.mark.parametrize(
+    "options",
+    [{"share": "templates"}, {"share": "basis"}, {"share": "ring", "ring_size": 5000}],
+    ids=lambda o: o["share"],
+)
 def test_compiled_step_agrees_with_eager(options):
     model = create_model("resnet14", num_classes=10, **options).to(memory_format=torch.channels_last)
     x = torch.randn(8, 3, 16, 16).to(memory_format=torch.channels_last)
@@ -121,16 +134,18 @@ def test_compiled_step_agrees_with_eager(options):
 def test_two_ranks_train_the_shared_tensors_in_step(scheme, fmnist_dir, tmp_path):
     """Every rank derives the ring's map from the seed (it is no buffer DDP would broadcast)."""
     out = tmp_path / "ddp"
-    torchrun(2, "--data-dir", str(fmnist_dir), *COMMON, *SCHEMES[scheme], "--max-steps", "4",
-             "--out", str(out))  # fmt: skip
+    torchrun(2, "--data-dir", str(fmnist_dir), *COMMON, *SCHEMES[scheme], "--max-steps", "4", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert len(set(summary["rank_param_sha256"])) == 1
 
 
 def test_bench_runs_each_scheme_with_its_options():
-    for share, options in (("templates", ["--set", "model.templates=3"]), ("basis", ["--set", "model.shared_rank=4"]),
-                           ("ring", ["--set", "model.params=60000"])):  # fmt: skip
+    for share, options in (
+        ("templates", ["--set", "model.templates=3"]),
+        ("basis", ["--set", "model.shared_rank=4"]),
+        ("ring", ["--set", "model.params=60000"]),
+    ):
         fast = ["--steps", "1", "--rounds", "1", "--warmup", "1", "--set", "run.compile=off"]
         proc = sharenet_cli(
             "bench", "--model", "resnet14", "--share", share, "--batch-size", "4", *fast, *options, "--json"

@@ -10,7 +10,7 @@ from sharenet.models import RULES, SCHEMES, count_macs, create_model, list_model
 
 from .helpers import assert_tied
 
-# REFERENCE table: ShaResNet README rows, baseline -> shared, exact integers.
+# ShaResNet's README rows (Boulch 2018), baseline -> shared, exact integers.
 PAPER = [
     ("preact_resnet164", 10, 1_703_258, 929_114),
     ("wrn40_4", 10, 8_949_210, 5_852_634),

@@ -14,7 +14,7 @@ from sharenet.weights.transfer import fuse, unshare, unshared_state_dict
 
 from .helpers import assert_tied
 
-# Published counts of the learned schemes (REFERENCE 1b), and the reference codes' other models.
+# Published counts of the learned schemes (Savarese & Maire 2019; Kang et al.), and the reference codes' other models.
 LEARNED = [
     ("wrn28_10", 10, {"share": "templates", "templates": 2}, 17_125_630),  # Savarese & Maire, SWRN-28-10-2
     ("wrn28_10", 10, {"share": "templates", "templates": 6}, 36_479_194 + 108),  # SWRN-28-10-6: no saving

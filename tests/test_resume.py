@@ -21,8 +21,20 @@ UNBOUNDED = 10**6  # a run to be killed trains on (to the recipe's last epoch) u
 
 
 def _start(fmnist_dir, out, *extra, max_steps: int = 70):
-    cmd = [sys.executable, "-m", "sharenet", "train", "--data-dir", str(fmnist_dir), "--out", str(out), *ARGS,
-           "--max-steps", str(max_steps), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharenet",
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        *ARGS,
+        "--max-steps",
+        str(max_steps),
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -131,8 +143,17 @@ def test_unwritable_output_directory_is_refused_before_work(tmp_path, fmnist_dir
 @pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_resume_after_the_fix_works(fmnist_dir, tmp_path):
     out = tmp_path / "r"
-    args = ["--data-dir", str(fmnist_dir), "--out", str(out), "--batch-size", "64", "--no-progress",
-            "--set", "optim.warmup_steps=0"]  # fmt: skip
+    args = [
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(out),
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--set",
+        "optim.warmup_steps=0",
+    ]
     sharenet_cli("train", *args, "--max-steps", "4", "--lr", "0.05")  # a good checkpoint at step 4
     (out / "summary.json").unlink()
     proc = sharenet_cli("train", *args, "--max-steps", "20", "--lr", "1e6", "--resume", "auto", check=False)

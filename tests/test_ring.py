@@ -177,8 +177,10 @@ def test_a_weight_file_rebuilds_identical_outputs_in_a_fresh_process(tmp_path):
         "import sys, torch, sharenet; m = sharenet.load(sys.argv[1]).eval(); "
         "torch.save(m(torch.load(sys.argv[2])), sys.argv[3])"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.safetensors"), str(tmp_path / "x.pt"),
-                    str(tmp_path / "y.pt")], check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m.safetensors"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        check=True,
+    )
     assert torch.equal(torch.load(tmp_path / "y.pt"), model(x))
 
 
@@ -211,9 +213,14 @@ def test_width_scales_every_family():
 
 @pytest.mark.parametrize(
     ("share", "options"),
-    [("none", {}), ("stage", {}), ("block", {}), ("templates", {"templates": 2}),
-     ("basis", {"shared_rank": 8, "unique_rank": 1})],
-)  # fmt: skip
+    [
+        ("none", {}),
+        ("stage", {}),
+        ("block", {}),
+        ("templates", {"templates": 2}),
+        ("basis", {"shared_rank": 8, "unique_rank": 1}),
+    ],
+)
 def test_every_scheme_gets_the_widest_network_within_a_budget(share, options):
     for name in ("resnet20", "resnet56", "wrn16_2"):
         if share == "basis" and name.startswith("wrn"):

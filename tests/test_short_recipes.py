@@ -22,9 +22,28 @@ def test_ema_decay_warms_up_then_holds():
 def ema_run(fmnist_dir, tmp_path_factory):
     """160 steps with decay 0.999 (without a warm-up, 85 % of the average would be the initial weights)."""
     out = tmp_path_factory.mktemp("ema") / "r"
-    sharenet_cli("train", "--data-dir", str(fmnist_dir), "--model", "resnet8", "--epochs", "5", "--batch-size", "64",
-                 "--out", str(out), "--no-progress", "--set", "optim.ema_decay=0.999", "--set", "data.val_split=560",
-                 "--set", "run.tta=true", "--set", "run.compile=off")  # fmt: skip
+    sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--model",
+        "resnet8",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "optim.ema_decay=0.999",
+        "--set",
+        "data.val_split=560",
+        "--set",
+        "run.tta=true",
+        "--set",
+        "run.compile=off",
+    )
     return out
 
 
@@ -56,8 +75,18 @@ def test_tta_is_reported_beside_the_plain_top1_and_eval_repeats_it(ema_run, fmni
 
 
 def test_validation_split_must_leave_training_images(fmnist_dir, tmp_path):
-    proc = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "r"), "--max-steps", "1",
-                        "--set", "data.val_split=2560", check=False)  # fmt: skip
+    proc = sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(tmp_path / "r"),
+        "--max-steps",
+        "1",
+        "--set",
+        "data.val_split=2560",
+        check=False,
+    )
     assert proc.returncode == 2 and "leaves no training images" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -70,8 +99,11 @@ def test_zero_init_residual_starts_every_block_as_the_identity(name, share, bloc
     assert zero_init_residual(model) == blocks
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in kernels.items())
     seen = []
-    hooks = [b.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
-             for stage in model.stages for b in stage.blocks]  # fmt: skip
+    hooks = [
+        b.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
+        for stage in model.stages
+        for b in stage.blocks
+    ]
     with torch.no_grad():
         model(torch.randn(2, 3, 64, 64))
         for block, x, out in seen:
@@ -83,7 +115,17 @@ def test_zero_init_residual_starts_every_block_as_the_identity(name, share, bloc
 
 def test_zero_init_residual_is_refused_for_pre_activation_blocks(fmnist_dir, tmp_path):
     assert zero_init_residual(create_model("wrn16_4")) == 0
-    proc = sharenet_cli("train", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "r"), "--model", "wrn16_4",
-                        "--set", "model.zero_init_residual=true", check=False)  # fmt: skip
+    proc = sharenet_cli(
+        "train",
+        "--data-dir",
+        str(fmnist_dir),
+        "--out",
+        str(tmp_path / "r"),
+        "--model",
+        "wrn16_4",
+        "--set",
+        "model.zero_init_residual=true",
+        check=False,
+    )
     assert proc.returncode == 2 and "pre-activation blocks end in a conv" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

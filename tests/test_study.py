@@ -45,12 +45,23 @@ def test_experiment_files_build_the_paper_rows(path):
 @pytest.mark.slow
 def test_study_runs_skips_resumes_and_reports(fmnist_dir, tmp_path):
     spec = tmp_path / "tiny.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": "tiny", "recipe": "fashion-mnist", "models": ["resnet14"], "schemes": ["none", "stage"],
-        "seeds": [0, 1], "out": str(tmp_path / "runs"),
-        "base": {"data": {"data_dir": str(fmnist_dir)}, "optim": {"batch_size": 64},
-                 "run": {"max_steps": 3, "log_every": 1, "checkpoint_every": 1}},
-    }))  # fmt: skip
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "recipe": "fashion-mnist",
+                "models": ["resnet14"],
+                "schemes": ["none", "stage"],
+                "seeds": [0, 1],
+                "out": str(tmp_path / "runs"),
+                "base": {
+                    "data": {"data_dir": str(fmnist_dir)},
+                    "optim": {"batch_size": 64},
+                    "run": {"max_steps": 3, "log_every": 1, "checkpoint_every": 1},
+                },
+            }
+        )
+    )
     first = sharenet_cli("study", str(spec), "--max-runs", "3")  # seed-major: none-s0, stage-s0, none-s1
     assert "0 already done, 3 ran, 0 failed, 1 left" in first.stdout
     interrupted = tmp_path / "runs" / "resnet14-none-s1"
@@ -75,8 +86,9 @@ def test_study_runs_skips_resumes_and_reports(fmnist_dir, tmp_path):
     text = out.read_text()
     assert "| fashion-mnist | resnet14 | stage |" in text and "Final-epoch" in text
     assert text.startswith("# Tiny study\n") and text.rstrip().endswith("Hand-written discussion.")
-    paired = [summaries[f"resnet14-stage-s{s}"]["test_top1"] - summaries[f"resnet14-none-s{s}"]["test_top1"]
-              for s in (0, 1)]  # fmt: skip
+    paired = [
+        summaries[f"resnet14-stage-s{s}"]["test_top1"] - summaries[f"resnet14-none-s{s}"]["test_top1"] for s in (0, 1)
+    ]
     claim = next(line for line in text.splitlines() if "| resnet14 stage - none |" in line)
     assert f"| {100 * sum(paired) / 2:+.2f} ± " in claim and "| 2 |" in claim
     for png in tmp_path.joinpath("report").glob("*.png"):
@@ -113,13 +125,11 @@ def _record(model, share, seed, params, top1, train_error):
 
 
 def test_claims_pair_seeds_and_match_parameter_counts():
-    records = [
-        _record("resnet32", "none", s, 464_154, top1, 0.05) for s, top1 in ((0, 0.920), (1, 0.924), (2, 0.922))
-    ] + [
-        _record("resnet56", "none", s, 853_018, 0.930, 0.04) for s in (0, 1, 2)
-    ] + [
-        _record("resnet56", "stage", s, 465_946, top1, 0.045) for s, top1 in ((0, 0.925), (1, 0.926), (2, 0.927))
-    ]  # fmt: skip
+    records = (
+        [_record("resnet32", "none", s, 464_154, top1, 0.05) for s, top1 in ((0, 0.920), (1, 0.924), (2, 0.922))]
+        + [_record("resnet56", "none", s, 853_018, 0.930, 0.04) for s in (0, 1, 2)]
+        + [_record("resnet56", "stage", s, 465_946, top1, 0.045) for s, top1 in ((0, 0.925), (1, 0.926), (2, 0.927))]
+    )
     answers = {a.comparison: a for a in answer_claims(records)}
     cost = answers["resnet56 stage - none"]
     assert cost.diffs == pytest.approx([-0.005, -0.004, -0.003]) and cost.verdict == "holds (cost 0.40 <= 1 pts)"
@@ -136,8 +146,16 @@ def test_published_report_regenerates_from_its_run_records(tmp_path):
     docs = Path(__file__).parent.parent / "docs"
     title = "Fashion-MNIST: shared against unshared ResNets"
     out = tmp_path / "results.md"
-    sharenet_cli("report", str(docs / "results" / "runs"), "--out", str(out), "--title", title,
-                 "--notes", str(docs / "results-notes.md"))  # fmt: skip
+    sharenet_cli(
+        "report",
+        str(docs / "results" / "runs"),
+        "--out",
+        str(out),
+        "--title",
+        title,
+        "--notes",
+        str(docs / "results-notes.md"),
+    )
     assert out.read_text() == (docs / "results.md").read_text()
     assert out.with_suffix(".csv").read_text() == (docs / "results.csv").read_text()
     rows = list(csv.DictReader((docs / "results.csv").read_text().splitlines()))
@@ -145,12 +163,23 @@ def test_published_report_regenerates_from_its_run_records(tmp_path):
 
 
 def _study_spec(path, fmnist_dir, max_steps: int) -> Path:
-    path.write_text(yaml.safe_dump({
-        "name": "two", "recipe": "fashion-mnist", "models": ["resnet8"], "schemes": ["none", "stage"], "seeds": [0],
-        "out": str(path.parent / "runs"),
-        "base": {"data": {"data_dir": str(fmnist_dir)}, "optim": {"batch_size": 32, "epochs": 10**5},
-                 "run": {"max_steps": max_steps, "log_every": 5, "checkpoint_every": 5, "compile": "off"}},
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "two",
+                "recipe": "fashion-mnist",
+                "models": ["resnet8"],
+                "schemes": ["none", "stage"],
+                "seeds": [0],
+                "out": str(path.parent / "runs"),
+                "base": {
+                    "data": {"data_dir": str(fmnist_dir)},
+                    "optim": {"batch_size": 32, "epochs": 10**5},
+                    "run": {"max_steps": max_steps, "log_every": 5, "checkpoint_every": 5, "compile": "off"},
+                },
+            }
+        )
+    )
     return path
 
 
@@ -187,18 +216,32 @@ def test_ablation_report_compares_variants_on_the_held_out_split(fmnist_dir, tmp
     """Two real variants (two seeds each): the row names the changed setting, its mean and the difference."""
     for name, lr in (("base", 0.1), ("lower-lr", 0.05)):
         spec = tmp_path / f"{name}.yaml"
-        spec.write_text(yaml.safe_dump({
-            "name": name, "recipe": "fashion-mnist", "models": ["resnet8"], "schemes": ["stage"], "seeds": [0, 1],
-            "out": str(tmp_path / "ablation" / name),
-            "base": {"data": {"data_dir": str(fmnist_dir), "val_split": 560}, "optim": {"batch_size": 64, "lr": lr},
-                     "run": {"max_steps": 4, "compile": "off"}},
-        }))  # fmt: skip
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "name": name,
+                    "recipe": "fashion-mnist",
+                    "models": ["resnet8"],
+                    "schemes": ["stage"],
+                    "seeds": [0, 1],
+                    "out": str(tmp_path / "ablation" / name),
+                    "base": {
+                        "data": {"data_dir": str(fmnist_dir), "val_split": 560},
+                        "optim": {"batch_size": 64, "lr": lr},
+                        "run": {"max_steps": 4, "compile": "off"},
+                    },
+                }
+            )
+        )
         sharenet_cli("study", str(spec), "--jobs", "2")
-    val = {d.parent.name + d.name[-3:]: json.loads((d / "summary.json").read_text())["val_top1"]
-           for d in (tmp_path / "ablation").glob("*/*")}  # fmt: skip
+    val = {
+        d.parent.name + d.name[-3:]: json.loads((d / "summary.json").read_text())["val_top1"]
+        for d in (tmp_path / "ablation").glob("*/*")
+    }
     out = tmp_path / "ablation.md"
-    proc = sharenet_cli("report", "--ablation", str(tmp_path / "ablation/base"), str(tmp_path / "ablation/lower-lr"),
-                        "--out", str(out))  # fmt: skip
+    proc = sharenet_cli(
+        "report", "--ablation", str(tmp_path / "ablation/base"), str(tmp_path / "ablation/lower-lr"), "--out", str(out)
+    )
     base, lower = (sum(val[f"{n}-s{s}"] for s in (0, 1)) / 2 for n in ("base", "lower-lr"))
     row = next(line for line in out.read_text().splitlines() if line.startswith("| lower-lr |"))
     assert f"| `optim.lr=0.05` | 0, 1 | {100 * lower:.2f} ± " in row and f"| {100 * (lower - base):+.2f} |" in row
@@ -209,14 +252,26 @@ def test_ablation_report_compares_variants_on_the_held_out_split(fmnist_dir, tmp
     assert len(mixed.stderr.strip().splitlines()) == 1
 
 
-ABLATION = ("default", "base", "with-crop", "no-smoothing", "lr-0.1", "screen-zero-init", "screen-batch-64",
-            "screen-base-batch-64")  # fmt: skip
+ABLATION = (
+    "default",
+    "base",
+    "with-crop",
+    "no-smoothing",
+    "lr-0.1",
+    "screen-zero-init",
+    "screen-batch-64",
+    "screen-base-batch-64",
+)
 ABLATION_TITLE = "Issue #15: the 5-epoch recipe, ablation on the held-out split"
 TEST_REPORTS = [
     ("test-5-seeds", "recipe-5-epochs-test", "Issue #15: the default recipe, 5 epochs, 5 seeds (test set)", "bfloat16"),
-    ("test-5-seeds-avx2", "recipe-5-epochs-test-avx2",
-     "Issue #15: the default recipe, 5 epochs, 5 seeds (test set), fp32 on an AVX2-only CPU", "float32"),
-]  # fmt: skip
+    (
+        "test-5-seeds-avx2",
+        "recipe-5-epochs-test-avx2",
+        "Issue #15: the default recipe, 5 epochs, 5 seeds (test set), fp32 on an AVX2-only CPU",
+        "float32",
+    ),
+]
 
 
 def test_published_ablation_regenerates_from_its_run_records(tmp_path):
@@ -224,8 +279,17 @@ def test_published_ablation_regenerates_from_its_run_records(tmp_path):
     docs = Path(__file__).parent.parent / "docs"
     variants = [str(docs / "recipe-5-epochs" / v) for v in ABLATION]
     out = tmp_path / "recipe-5-epochs.md"
-    sharenet_cli("report", "--ablation", *variants, "--out", str(out), "--title", ABLATION_TITLE,
-                 "--notes", str(docs / "recipe-5-epochs-notes.md"))  # fmt: skip
+    sharenet_cli(
+        "report",
+        "--ablation",
+        *variants,
+        "--out",
+        str(out),
+        "--title",
+        ABLATION_TITLE,
+        "--notes",
+        str(docs / "recipe-5-epochs-notes.md"),
+    )
     assert out.read_text() == (docs / "recipe-5-epochs.md").read_text()
 
 
@@ -233,9 +297,16 @@ def test_budget_first_look_regenerates_from_its_run_records(tmp_path):
     """#24's first look: every scheme at resnet20 stage's 172,666 parameters, each run its spec's."""
     docs = Path(__file__).parent.parent / "docs"
     out = tmp_path / "budget-first-look.md"
-    sharenet_cli("report", str(docs / "budget" / "first-look"), "--out", str(out), "--notes",
-                 str(docs / "budget-first-look-notes.md"), "--title",
-                 "Issue #24: every scheme at 172,666 parameters (first look)")  # fmt: skip
+    sharenet_cli(
+        "report",
+        str(docs / "budget" / "first-look"),
+        "--out",
+        str(out),
+        "--notes",
+        str(docs / "budget-first-look-notes.md"),
+        "--title",
+        "Issue #24: every scheme at 172,666 parameters (first look)",
+    )
     assert out.read_text() == (docs / "budget-first-look.md").read_text()
     assert out.with_suffix(".csv").read_text() == (docs / "budget-first-look.csv").read_text()
     root = Path(__file__).parent.parent
@@ -250,8 +321,16 @@ def test_published_test_seeds_regenerate_and_are_of_the_default_recipe(tmp_path,
     """#15's five test-set seeds of the default, once per fast path: bf16 and fp32 (a CPU without bf16)."""
     docs = Path(__file__).parent.parent / "docs"
     out = tmp_path / f"{report}.md"
-    sharenet_cli("report", str(docs / "recipe-5-epochs" / folder), "--out", str(out), "--title", title,
-                 "--notes", str(docs / f"{report}-notes.md"))  # fmt: skip
+    sharenet_cli(
+        "report",
+        str(docs / "recipe-5-epochs" / folder),
+        "--out",
+        str(out),
+        "--title",
+        title,
+        "--notes",
+        str(docs / f"{report}-notes.md"),
+    )
     assert out.read_text() == (docs / f"{report}.md").read_text()
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert [(r["model"], r["share"], r["n"]) for r in rows] == [("resnet20", "stage", "5")]
@@ -259,7 +338,8 @@ def test_published_test_seeds_regenerate_and_are_of_the_default_recipe(tmp_path,
     assert all(s["epochs"] == 5 and s["params"] == 172_666 and s["test_samples"] == 10_000 for s in summaries)
     configs = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / folder).glob("*/config.json")]
     assert sorted(c["run"]["seed"] for c in configs) == [0, 1, 2, 3, 4]
-    assert all(c["recipe"] == "fashion-mnist" and c["data"]["val_split"] == 0 and c["env_dtype"] == dtype
-               for c in configs)  # fmt: skip
+    assert all(
+        c["recipe"] == "fashion-mnist" and c["data"]["val_split"] == 0 and c["env_dtype"] == dtype for c in configs
+    )
     default = recipe_of(recipe_config("fashion-mnist").to_dict())
     assert all(recipe_of(c) == default for c in configs)  # every trained-what key, not two of them

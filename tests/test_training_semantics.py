@@ -27,8 +27,17 @@ from .test_train_cli import sharenet_cli
 BATCH = 64
 STEPS_PER_EPOCH = 2560 // BATCH  # the fmnist_dir subset: 40 whole batches
 STOP, FINAL, EVERY = 4, 8, 3  # the short run stops mid-epoch at STOP; the resumed and the whole run go to FINAL
-COMMON = ["--batch-size", str(BATCH), "--no-progress", "--checkpoint-every", str(EVERY),
-          "--set", "run.compile=off", "--set", "optim.ema_decay=0.9"]  # fmt: skip
+COMMON = [
+    "--batch-size",
+    str(BATCH),
+    "--no-progress",
+    "--checkpoint-every",
+    str(EVERY),
+    "--set",
+    "run.compile=off",
+    "--set",
+    "optim.ema_decay=0.9",
+]
 EPS32 = torch.finfo(torch.float32).eps
 
 
@@ -128,8 +137,22 @@ def test_resume_trains_with_the_new_lr_and_momentum(stopped_run, fmnist_dir, tmp
     """lr and momentum may change on resume (the fix after a non-finite loss); the optimizer must use them."""
     out = _copy(stopped_run, tmp_path / "r")
     end = STOP + 4
-    proc = sharenet_cli(*_args(fmnist_dir, out, "--max-steps", str(end), "--resume", "auto", "--lr", "0.05",
-                              "--set", "optim.momentum=0.5", "--set", "run.log_every=1"))  # fmt: skip
+    proc = sharenet_cli(
+        *_args(
+            fmnist_dir,
+            out,
+            "--max-steps",
+            str(end),
+            "--resume",
+            "auto",
+            "--lr",
+            "0.05",
+            "--set",
+            "optim.momentum=0.5",
+            "--set",
+            "run.log_every=1",
+        )
+    )
     default_lr = recipe_config("fashion-mnist").optim.lr
     assert f"optim.lr: {default_lr} -> 0.05" in proc.stderr and "optim.momentum: 0.9 -> 0.5" in proc.stderr
     overrides = {"optim.batch_size": BATCH, "optim.ema_decay": 0.9}
@@ -150,8 +173,9 @@ def test_resume_trains_with_the_new_lr_and_momentum(stopped_run, fmnist_dir, tmp
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = {r["step"]: r["lr"] for r in rows if r["kind"] == "train" and r["step"] > STOP}
     assert sorted(logged) == list(range(STOP + 1, end + 1))
-    assert all(lr == pytest.approx(base_lr(new) * lr_factor(s, new, STEPS_PER_EPOCH), rel=1e-12) for s, lr in
-               logged.items())  # fmt: skip
+    assert all(
+        lr == pytest.approx(base_lr(new) * lr_factor(s, new, STEPS_PER_EPOCH), rel=1e-12) for s, lr in logged.items()
+    )
 
 
 # -- the weight EMA across a stop and a resume ------------------------------------------------------
@@ -292,9 +316,18 @@ def test_lr_reference_batch_scales_the_lr_the_optimizer_starts_with():
 
 def test_build_trainer_starts_at_the_scaled_lr_before_any_step():
     """The optimizer as built, before a step: base_lr times the schedule's factor at step 0, in every group."""
-    cfg = apply(Config(), {**PLAIN, "optim.lr": 0.1, "optim.lr_reference_batch": 256, "optim.batch_size": 64,
-                           "optim.warmup_steps": 10, "optim.warmup_factor": 0.1,
-                           "optim.decay_norm_and_bias": False})  # fmt: skip
+    cfg = apply(
+        Config(),
+        {
+            **PLAIN,
+            "optim.lr": 0.1,
+            "optim.lr_reference_batch": 256,
+            "optim.batch_size": 64,
+            "optim.warmup_steps": 10,
+            "optim.warmup_factor": 0.1,
+            "optim.decay_norm_and_bias": False,
+        },
+    )
     trainer = build_trainer(cfg, _model(), device=torch.device("cpu"), steps_per_epoch=STEPS_PER_EPOCH)
     groups = trainer.optimizer.param_groups
     assert len(groups) == 2  # decayed and exempt: both must be scaled

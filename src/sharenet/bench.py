@@ -133,8 +133,17 @@ def matmul_flops(device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> f
     return 2 * n**3 / statistics.median(times)
 
 
-def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 11, warmup: int = 3,
-              overrides: dict | None = None, in_chans: int = 3, input_size: int | None = None) -> dict:  # fmt: skip
+def run_bench(
+    name: str,
+    share: str,
+    batch: int,
+    steps: int = 5,
+    rounds: int = 11,
+    warmup: int = 3,
+    overrides: dict | None = None,
+    in_chans: int = 3,
+    input_size: int | None = None,
+) -> dict:
     cfg = apply(Config(), {"model.name": name, "model.share": share, **(overrides or {})})
     cfg = replace(cfg, optim=replace(cfg.optim, batch_size=batch))
     device = pick_device(cfg.run.device)
@@ -159,20 +168,32 @@ def run_bench(name: str, share: str, batch: int, steps: int = 5, rounds: int = 1
     peak = matmul_flops(device, dtype)
     achieved = 3 * 2 * macs * train["fast"]  # forward + two backward products per MAC, 2 FLOPs each
     return {
-        "model": name, "share": share, "batch_size": batch, "input": [in_chans, size, size],
-        "steps_per_round": steps, "rounds": rounds,
-        "train_img_per_s": train["fast"], "baseline_img_per_s": train["base"],
-        "unshared_train_img_per_s": train["none"], "speedup_vs_baseline": train["fast"] / train["base"],
+        "model": name,
+        "share": share,
+        "batch_size": batch,
+        "input": [in_chans, size, size],
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "train_img_per_s": train["fast"],
+        "baseline_img_per_s": train["base"],
+        "unshared_train_img_per_s": train["none"],
+        "speedup_vs_baseline": train["fast"] / train["base"],
         "shared_vs_unshared": train["fast"] / train["none"],
         "speedup_vs_baseline_paired": _paired_ratio(train_rates, "fast", "base"),
         "shared_vs_unshared_paired": _paired_ratio(train_rates, "fast", "none"),
-        "infer_img_per_s": infer["fast"], "baseline_infer_img_per_s": infer["base"],
+        "infer_img_per_s": infer["fast"],
+        "baseline_infer_img_per_s": infer["base"],
         "infer_speedup_vs_baseline": infer["fast"] / infer["base"],
-        "compiled": facts["fast_path"]["compile"], "compile_s": facts["compile_s"],
-        "compile_unshared_s": facts_none["compile_s"], "macs_per_image": macs,
-        "train_tflops": achieved / 1e12, "matmul_tflops": peak / 1e12, "fraction_of_matmul_peak": achieved / peak,
-        "environment": facts["fast_path"], "peak_memory_mib": peak_memory,
-    }  # fmt: skip
+        "compiled": facts["fast_path"]["compile"],
+        "compile_s": facts["compile_s"],
+        "compile_unshared_s": facts_none["compile_s"],
+        "macs_per_image": macs,
+        "train_tflops": achieved / 1e12,
+        "matmul_tflops": peak / 1e12,
+        "fraction_of_matmul_peak": achieved / peak,
+        "environment": facts["fast_path"],
+        "peak_memory_mib": peak_memory,
+    }
 
 
 def format_table(r: dict) -> str:
@@ -215,8 +236,16 @@ CHOICES = {
 }
 
 
-def run_choices(name: str, share: str, batch: int, steps: int = 5, rounds: int = 11, warmup: int = 3,
-                in_chans: int = 3, input_size: int | None = None) -> dict:  # fmt: skip
+def run_choices(
+    name: str,
+    share: str,
+    batch: int,
+    steps: int = 5,
+    rounds: int = 11,
+    warmup: int = 3,
+    in_chans: int = 3,
+    input_size: int | None = None,
+) -> dict:
     """Every CHOICES variant against the plain baseline, interleaved: what each choice gains here."""
     device = torch.device("cpu")
     shape = (in_chans, input_size)
@@ -232,30 +261,48 @@ def run_choices(name: str, share: str, batch: int, steps: int = 5, rounds: int =
             fn()
     train_rates = interleaved(train, device, steps, rounds, batch)
     infer_rates = interleaved(infer, device, steps, rounds, batch)
-    rows = [{"variant": k, "train_img_per_s": statistics.median(train_rates[k]),
-             "train_ratio_paired": _paired_ratio(train_rates, k, "baseline"),
-             "infer_img_per_s": statistics.median(infer_rates[k]),
-             "infer_ratio_paired": _paired_ratio(infer_rates, k, "baseline"),
-             "compile_s": facts[k]["compile_s"] if k in facts else 0.0} for k in train]  # fmt: skip
+    rows = [
+        {
+            "variant": k,
+            "train_img_per_s": statistics.median(train_rates[k]),
+            "train_ratio_paired": _paired_ratio(train_rates, k, "baseline"),
+            "infer_img_per_s": statistics.median(infer_rates[k]),
+            "infer_ratio_paired": _paired_ratio(infer_rates, k, "baseline"),
+            "compile_s": facts[k]["compile_s"] if k in facts else 0.0,
+        }
+        for k in train
+    ]
     cfg = apply(Config(), {"model.name": name, "model.share": share, "optim.batch_size": batch})
     chosen = build_trainer(cfg, create_model(name, share=share, in_chans=in_chans), device, 10_000).fast.record()
-    return {"model": name, "share": share, "batch_size": batch, "rounds": rounds, "steps_per_round": steps,
-            "input": [in_chans, *[input_size or create_model(name).arch.input_size] * 2], "rows": rows,
-            "default_fast_path": chosen}  # fmt: skip
+    return {
+        "model": name,
+        "share": share,
+        "batch_size": batch,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "input": [in_chans, *[input_size or create_model(name).arch.input_size] * 2],
+        "rows": rows,
+        "default_fast_path": chosen,
+    }
 
 
 def format_choices(r: dict) -> str:
     env = r["default_fast_path"]
-    lines = [f"{r['model']} share={r['share']} batch {r['batch_size']}x{'x'.join(map(str, r['input']))} on "
-             f"{env['device_name']} ({env['isa']}), {env['threads']} threads, torch {env['torch']}: median of "
-             f"{r['rounds']} interleaved rounds of {r['steps_per_round']} steps; ratios are per-round medians",
-             f"{'variant':<42}{'train img/s':>12}{'ratio':>8}{'infer img/s':>13}{'ratio':>8}"
-             f"{'compile s':>11}"]  # fmt: skip
+    lines = [
+        f"{r['model']} share={r['share']} batch {r['batch_size']}x{'x'.join(map(str, r['input']))} on "
+        f"{env['device_name']} ({env['isa']}), {env['threads']} threads, torch {env['torch']}: median of "
+        f"{r['rounds']} interleaved rounds of {r['steps_per_round']} steps; ratios are per-round medians",
+        f"{'variant':<42}{'train img/s':>12}{'ratio':>8}{'infer img/s':>13}{'ratio':>8}{'compile s':>11}",
+    ]
     for row in r["rows"]:
-        lines.append(f"{row['variant']:<42}{row['train_img_per_s']:>12.0f}{row['train_ratio_paired']:>8.2f}"
-                     f"{row['infer_img_per_s']:>13.0f}{row['infer_ratio_paired']:>8.2f}"
-                     f"{row['compile_s']:>11.1f}")  # fmt: skip
+        lines.append(
+            f"{row['variant']:<42}{row['train_img_per_s']:>12.0f}{row['train_ratio_paired']:>8.2f}"
+            f"{row['infer_img_per_s']:>13.0f}{row['infer_ratio_paired']:>8.2f}"
+            f"{row['compile_s']:>11.1f}"
+        )
     fused = " + fused BN" if env["fused_batchnorm"] else ""
-    lines.append(f"sharenet train picks here: {env['dtype']} {env['memory_format']}"
-                 f"{' compiled' if env['compile'] else ' eager'}{fused} (runs of >= 2,000 steps compile)")  # fmt: skip
+    lines.append(
+        f"sharenet train picks here: {env['dtype']} {env['memory_format']}"
+        f"{' compiled' if env['compile'] else ' eager'}{fused} (runs of >= 2,000 steps compile)"
+    )
     return "\n".join(lines)

@@ -28,8 +28,9 @@ WEIGHTS, CURVES, TRAIN_LOG = "model.safetensors", "curves.png", "train.log"
 def git_revision() -> str | None:
     """The sharenet source checkout's commit, when it runs from one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -101,10 +102,16 @@ class RunDir:
         return path
 
     def write_config(self, config: dict, environment: dict) -> None:
-        self.write_json(CONFIG, {
-            **config, "sharenet_version": __version__, "git_revision": git_revision(),
-            "torch_version": torch.__version__, **{f"env_{k}": v for k, v in environment.items()},
-        })  # fmt: skip
+        self.write_json(
+            CONFIG,
+            {
+                **config,
+                "sharenet_version": __version__,
+                "git_revision": git_revision(),
+                "torch_version": torch.__version__,
+                **{f"env_{k}": v for k, v in environment.items()},
+            },
+        )
 
     def log(self, row: dict) -> None:
         """Append one row; a row that does not fit (full disk) is removed again, never left half written."""

@@ -17,8 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=KEYS["optim.batch_size"].default)
     p.add_argument("--in-chans", type=int, default=3, help="1 for Fashion-MNIST-shaped input")
     p.add_argument("--input-size", type=int, help="image side (default: the model's native size)")
-    p.add_argument("--steps", type=int, help="steps per variant per round (default 5; --infer: calls at the "
-                   "throughput batch, default 2)")  # fmt: skip
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="steps per variant per round (default 5; --infer: calls at the throughput batch, default 2)",
+    )
     p.add_argument("--rounds", type=int, default=11, help="interleaved rounds; the median is reported")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument(
@@ -27,16 +30,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training benchmark: where to run it (default "
         "auto: cuda when available); cuda times with synchronisation and names the GPU and its peak memory",
     )
-    p.add_argument("--set", action="append", default=[], metavar="run.KEY=VALUE",
-                   help="fast-path settings, e.g. run.compile=off or run.precision=fp32")  # fmt: skip
-    p.add_argument("--choices", action="store_true",
-                   help="CPU: time each fast-path choice (precision, layout, compile, fused BatchNorm)")  # fmt: skip
-    p.add_argument("--infer", action="store_true",
-                   help="inference: eager vs compiled vs onnxruntime fp32/int8, batch-1 latency and batch "
-                   "throughput")  # fmt: skip
-    p.add_argument("--weights", metavar="RUN_OR_SAFETENSORS",
-                   help="--infer: a trained model (int8 calibrated on its training images); default: random "
-                   "weights for --model/--share")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="run.KEY=VALUE",
+        help="fast-path settings, e.g. run.compile=off or run.precision=fp32",
+    )
+    p.add_argument(
+        "--choices",
+        action="store_true",
+        help="CPU: time each fast-path choice (precision, layout, compile, fused BatchNorm)",
+    )
+    p.add_argument(
+        "--infer",
+        action="store_true",
+        help="inference: eager vs compiled vs onnxruntime fp32/int8, batch-1 latency and batch throughput",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="RUN_OR_SAFETENSORS",
+        help="--infer: a trained model (int8 calibrated on its training images); default: random "
+        "weights for --model/--share",
+    )
     p.add_argument("--calls", type=int, default=100, help="--infer: batch-1 calls per variant per round")
     p.add_argument("--infer-batch", type=int, default=256, help="--infer: the throughput batch size")
     p.add_argument("--threads", type=int, help="--infer: threads for every runtime (default: torch's default here)")
@@ -51,8 +67,14 @@ def run(args) -> int:
 
     if args.steps is None:
         args.steps = 2 if args.infer else 5  # a throughput-batch inference call takes as long as several steps
-    checked = {"--batch-size": args.batch_size, "--steps": args.steps, "--rounds": args.rounds, "--calls": args.calls,
-               "--infer-batch": args.infer_batch, "--threads": 1 if args.threads is None else args.threads}  # fmt: skip
+    checked = {
+        "--batch-size": args.batch_size,
+        "--steps": args.steps,
+        "--rounds": args.rounds,
+        "--calls": args.calls,
+        "--infer-batch": args.infer_batch,
+        "--threads": 1 if args.threads is None else args.threads,
+    }
     for name, value in checked.items():
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
@@ -65,12 +87,29 @@ def run(args) -> int:
         if args.device == "cuda":
             raise ConfigError("--choices times the CPU fast path's choices; on a GPU use the plain benchmark")
 
-        result = run_choices(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
-                             args.in_chans, args.input_size)  # fmt: skip
+        result = run_choices(
+            args.model,
+            args.share,
+            args.batch_size,
+            args.steps,
+            args.rounds,
+            max(1, args.warmup),
+            args.in_chans,
+            args.input_size,
+        )
         print(json.dumps(result, indent=2) if args.json else format_choices(result))
         return 0
-    result = run_bench(args.model, args.share, args.batch_size, args.steps, args.rounds, max(1, args.warmup),
-                       overrides, args.in_chans, args.input_size)  # fmt: skip
+    result = run_bench(
+        args.model,
+        args.share,
+        args.batch_size,
+        args.steps,
+        args.rounds,
+        max(1, args.warmup),
+        overrides,
+        args.in_chans,
+        args.input_size,
+    )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -94,7 +133,16 @@ def run_infer(args) -> int:
         calibration = dataset_images(meta, "train", 512, args.data_dir)[0]
     else:
         model, meta, calibration = random_model(args.model, args.share, args.in_chans, args.input_size)
-    result = run_infer_bench(model, meta, calibration, batch=args.infer_batch, calls=args.calls, steps=args.steps,
-                             rounds=args.rounds, warmup=max(1, args.warmup), weights=args.weights)  # fmt: skip
+    result = run_infer_bench(
+        model,
+        meta,
+        calibration,
+        batch=args.infer_batch,
+        calls=args.calls,
+        steps=args.steps,
+        rounds=args.rounds,
+        warmup=max(1, args.warmup),
+        weights=args.weights,
+    )
     print(json.dumps(result, indent=2) if args.json else format_infer(result))
     return 0

@@ -20,13 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
-    p.add_argument("--int8", action="store_true",
-                   help="ONNX only: int8 post-training quantization (onnxruntime, static QDQ), calibrated on "
-                   "training images")  # fmt: skip
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="ONNX only: int8 post-training quantization (onnxruntime, static QDQ), calibrated on training images",
+    )
     p.add_argument("--calibration", type=int, default=512, help="training images to calibrate int8 on (default 512)")
-    p.add_argument("--check", action="store_true",
-                   help="run the file on the run's real test images: logit difference to the eager model, top-1 "
-                   "agreement and accuracy")  # fmt: skip
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run the file on the run's real test images: logit difference to the eager model, top-1 "
+        "agreement and accuracy",
+    )
     p.add_argument("--check-images", type=int, default=None, help="test images for --check (default: all)")
     p.add_argument("--data-dir", help="where the run's data set lives, if not found by default")
     p.add_argument("--json", action="store_true")
@@ -69,13 +74,23 @@ def run_export(args) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export(model, Path(tmp) / "fp32.onnx", "onnx", meta, batch=args.batch, opset=args.opset)
             quantize(fp32.path, out, calibration)
-        result = {"path": str(out), "format": "onnx-int8", "file_bytes": out.stat().st_size,
-                  "fp32_file_bytes": fp32.file_bytes, "expected_fp32_bytes": fp32.expected_bytes}  # fmt: skip
+        result = {
+            "path": str(out),
+            "format": "onnx-int8",
+            "file_bytes": out.stat().st_size,
+            "fp32_file_bytes": fp32.file_bytes,
+            "expected_fp32_bytes": fp32.expected_bytes,
+        }
     else:
         done = export(model, out, args.format, meta, batch=args.batch, opset=args.opset)
-        result = {"path": str(out), "format": done.format, "file_bytes": done.file_bytes,
-                  "tensor_bytes": done.tensor_bytes, "expected_bytes": done.expected_bytes,
-                  "overhead": done.overhead}  # fmt: skip
+        result = {
+            "path": str(out),
+            "format": done.format,
+            "file_bytes": done.file_bytes,
+            "tensor_bytes": done.tensor_bytes,
+            "expected_bytes": done.expected_bytes,
+            "overhead": done.overhead,
+        }
     if args.check:
         x, y = checks.dataset_images(meta, "test", args.check_images, args.data_dir)
         reference = checks.batched(open_runner(args.source).run, x)
@@ -87,8 +102,10 @@ def run_export(args) -> int:
 def format_export(r: dict) -> str:
     lines = [f"wrote {r['path']} ({r['format']}): {r['file_bytes']:,} bytes"]
     if "tensor_bytes" in r:
-        lines.append(f"  tensors {r['tensor_bytes']:,} bytes; (parameters + BatchNorm statistics) x 4 = "
-                     f"{r['expected_bytes']:,} ({r['overhead']:+.2%})")  # fmt: skip
+        lines.append(
+            f"  tensors {r['tensor_bytes']:,} bytes; (parameters + BatchNorm statistics) x 4 = "
+            f"{r['expected_bytes']:,} ({r['overhead']:+.2%})"
+        )
     else:
         lines.append(f"  fp32 export {r['fp32_file_bytes']:,} bytes ({r['file_bytes'] / r['fp32_file_bytes']:.2f}x)")
     if "check" in r:

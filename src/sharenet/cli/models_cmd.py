@@ -46,9 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", help="model name; omit for the papers' tables")
     _add_model_args(p, SCHEME_HELP)
     p.add_argument("--describe", action="store_true", help="also print which convs use each shared tensor")
-    p.add_argument("--sizes", action="store_true",
-                   help="without NAME: file bytes of resnet20/56 under each scheme as safetensors, ONNX and int8 "
-                   "ONNX (needs the export extra)")  # fmt: skip
+    p.add_argument(
+        "--sizes",
+        action="store_true",
+        help="without NAME: file bytes of resnet20/56 under each scheme as safetensors, ONNX and int8 "
+        "ONNX (needs the export extra)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_params)
 
@@ -80,11 +83,17 @@ def paper_table() -> list[dict]:
     for row in SHARESNET_PARAMS:
         base = _count(row.model, num_classes=row.num_classes)
         shared = _count(row.model, share="stage", num_classes=row.num_classes)
-        rows.append({
-            "model": row.model, "num_classes": row.num_classes, "baseline": base, "shared": shared,
-            "reduction": 1 - shared / base, "readme": row.readme,
-            "matches_paper": (base, shared) == (row.baseline, row.shared),
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": row.model,
+                "num_classes": row.num_classes,
+                "baseline": base,
+                "shared": shared,
+                "reduction": 1 - shared / base,
+                "readme": row.readme,
+                "matches_paper": (base, shared) == (row.baseline, row.shared),
+            }
+        )
     return rows
 
 
@@ -94,12 +103,21 @@ def learned_table() -> list[dict]:
         kwargs = row.create_kwargs()
         base = _count(row.model, num_classes=row.num_classes)
         ours = _count(row.model, **kwargs)
-        rows.append({
-            "name": row.name, "model": row.model, "num_classes": row.num_classes, "options": kwargs,
-            "baseline": base, "params": ours, "reduction": 1 - ours / base,
-            "published": row.params, "rounded": row.rounded, "source": row.source,
-            "matches_paper": ours == row.params,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": row.name,
+                "model": row.model,
+                "num_classes": row.num_classes,
+                "options": kwargs,
+                "baseline": base,
+                "params": ours,
+                "reduction": 1 - ours / base,
+                "published": row.params,
+                "rounded": row.rounded,
+                "source": row.source,
+                "matches_paper": ours == row.params,
+            }
+        )
     return rows
 
 

@@ -39,8 +39,10 @@ def run_study_cmd(args) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}")
     counts = run_study(load_spec(args.spec), args.max_runs, args.dry_run, args.jobs)
-    print(f"study {args.spec}: {counts['done']} already done, {counts['ran']} ran, {counts['failed']} failed, "
-          f"{counts['left']} left")  # fmt: skip
+    print(
+        f"study {args.spec}: {counts['done']} already done, {counts['ran']} ran, {counts['failed']} failed, "
+        f"{counts['left']} left"
+    )
     return 1 if counts["failed"] else 0
 
 

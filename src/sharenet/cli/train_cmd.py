@@ -17,8 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_key_flags(p)
     p.add_argument("--resume", metavar="auto|PATH", help="continue from the newest checkpoint in --out, or PATH")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML: {recipe: NAME, model: {...}, optim: {...}, ...}")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any key (repeatable); --list-keys shows them all")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any key (repeatable); --list-keys shows them all",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--list-keys", action="store_true", help="print every config key as a Markdown table and exit")
     p.set_defaults(run=run_train)
@@ -71,8 +76,15 @@ def key_table() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for k in KEYS.values():
-        cells = (f"`{k.name}`", f"`{k.type}`", f"`{_as_written(k.default)}`", ", ".join(k.choices) or k.bounds,
-                 _on_resume(k), f"`{k.flag}`" if k.flag else "", k.why)  # fmt: skip
+        cells = (
+            f"`{k.name}`",
+            f"`{k.type}`",
+            f"`{_as_written(k.default)}`",
+            ", ".join(k.choices) or k.bounds,
+            _on_resume(k),
+            f"`{k.flag}`" if k.flag else "",
+            k.why,
+        )
         rows.append("| " + " | ".join(c.replace("|", "\\|").replace("<", "\\<") for c in cells) + " |")  # not HTML
     return "\n".join(rows)
 
@@ -110,11 +122,17 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    result, out_dir, classes = run_eval(args.source, args.dataset, args.data_dir, args.device, args.batch_size,
-                                        args.tta)  # fmt: skip
+    result, out_dir, classes = run_eval(
+        args.source, args.dataset, args.data_dir, args.device, args.batch_size, args.tta
+    )
     accuracy = per_class(result["confusion"], classes)
-    report = {"top1": result["top1"], "top5": result["top5"], "loss": result["loss"], "samples": result["samples"],
-              "per_class": accuracy}  # fmt: skip
+    report = {
+        "top1": result["top1"],
+        "top5": result["top5"],
+        "loss": result["loss"],
+        "samples": result["samples"],
+        "per_class": accuracy,
+    }
     if args.tta:
         report.update({f"{k}_tta": result["tta"][k] for k in ("top1", "top5", "loss")})
     if args.plot is not None:
@@ -123,8 +141,10 @@ def run_evaluate(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"top-1 {report['top1']:.4f}  top-5 {report['top5']:.4f}  loss {report['loss']:.4f}  "
-          f"({report['samples']} images)")  # fmt: skip
+    print(
+        f"top-1 {report['top1']:.4f}  top-5 {report['top5']:.4f}  loss {report['loss']:.4f}  "
+        f"({report['samples']} images)"
+    )
     if args.tta:
         print(f"with flip TTA (2 passes): top-1 {report['top1_tta']:.4f}  top-5 {report['top5_tta']:.4f}")
     width = max(len(c) for c in classes)

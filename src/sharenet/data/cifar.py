@@ -17,11 +17,27 @@ from .memory import InMemoryData
 from .sources import DataError, cache_dir, candidate_dirs, download, find_dir
 
 LAYOUT = {  # dir, train files, test file, meta file, label key, names key, archive, archive md5
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
-                b"labels", b"label_names", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
-    "cifar100": ("cifar-100-python", ["train"], "test", "meta",
-                 b"fine_labels", b"fine_label_names", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
-}  # fmt: skip
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        b"labels",
+        b"label_names",
+        "cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+    ),
+    "cifar100": (
+        "cifar-100-python",
+        ["train"],
+        "test",
+        "meta",
+        b"fine_labels",
+        b"fine_label_names",
+        "cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+    ),
+}
 URL = "https://www.cs.toronto.edu/~kriz/"
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),

@@ -43,16 +43,21 @@ def scan(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path,
         raise DataError(f"image folder {root} does not exist (expected {root}/<class>/<image>)")
     folders = sorted(d.name for d in root.iterdir() if d.is_dir())
     if classes is not None and (unknown := sorted(set(folders) - set(classes))):
-        raise DataError(f"class folders in {root} that are not training classes: {listing(unknown)}; "
-                        "a model cannot learn a class it never sees: add them to train/ or remove them")  # fmt: skip
+        raise DataError(
+            f"class folders in {root} that are not training classes: {listing(unknown)}; "
+            "a model cannot learn a class it never sees: add them to train/ or remove them"
+        )
     classes = folders if classes is None else classes
     files = {i: image_files(root / c) for i, c in enumerate(classes) if (root / c).is_dir()}
     if empty := [str(root / classes[i]) for i, found in files.items() if not found]:
-        raise DataError(f"class folders with no images ({', '.join(EXTENSIONS)}): {listing(empty)}; "
-                        "add images or remove the folders")  # fmt: skip
+        raise DataError(
+            f"class folders with no images ({', '.join(EXTENSIONS)}): {listing(empty)}; "
+            "add images or remove the folders"
+        )
     if zero := [f.relative_to(root) for found in files.values() for f, size in found if size == 0]:
-        raise DataError(f"{len(zero)} empty (0-byte) image files under {root}: {listing(zero)}; copy them again "
-                        "or delete them")  # fmt: skip
+        raise DataError(
+            f"{len(zero)} empty (0-byte) image files under {root}: {listing(zero)}; copy them again or delete them"
+        )
     samples = [(f, i) for i, found in files.items() for f, _ in found]
     if not samples:
         raise DataError(f"no images ({', '.join(EXTENSIONS)}) under {root}/<class>/")
@@ -62,8 +67,11 @@ def scan(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path,
 def image_files(folder: Path) -> list[tuple[Path, int]]:
     """(image file, size in bytes) in name order; one stat per file, which the zero-byte check needs anyway."""
     with os.scandir(folder) as entries:
-        found = [(Path(e.path), e.stat().st_size) for e in entries
-                 if e.is_file() and os.path.splitext(e.name)[1].lower() in EXTENSIONS]  # fmt: skip
+        found = [
+            (Path(e.path), e.stat().st_size)
+            for e in entries
+            if e.is_file() and os.path.splitext(e.name)[1].lower() in EXTENSIONS
+        ]
     return sorted(found)
 
 
@@ -81,8 +89,10 @@ class Unreadable(NamedTuple):
     reason: str
 
     def error(self) -> DataError:
-        return DataError(f"cannot decode image {self.path} ({self.reason}); replace or delete it, "
-                         "or set data.bad_images=skip to skip unreadable images")  # fmt: skip
+        return DataError(
+            f"cannot decode image {self.path} ({self.reason}); replace or delete it, "
+            "or set data.bad_images=skip to skip unreadable images"
+        )
 
 
 def random_resized_crop(img: Image.Image, size: int, rng: random.Random) -> Image.Image:
@@ -118,8 +128,15 @@ def lighting(x: torch.Tensor, rng: random.Random, std: float = 0.1) -> torch.Ten
 
 
 class ImageFolder(torch.utils.data.Dataset):
-    def __init__(self, root: Path, train: bool, size: int = 224, resize: int = 256, seed: int = 0,
-                 classes: list[str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        train: bool,
+        size: int = 224,
+        resize: int = 256,
+        seed: int = 0,
+        classes: list[str] | None = None,
+    ):
         self.root = Path(root)
         self.samples, self.classes = scan(self.root, classes)
         self.train, self.size, self.resize, self.seed, self.epoch = train, size, resize, seed, 0
@@ -227,9 +244,13 @@ class FolderStream:
         self.dataset.epoch = epoch
         batches = self._batches(epoch, start)
         loader = torch.utils.data.DataLoader(
-            Lenient(self.dataset), batch_sampler=batches, num_workers=self.workers, collate_fn=collate,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
-        )  # fmt: skip
+            Lenient(self.dataset),
+            batch_sampler=batches,
+            num_workers=self.workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
         for indices, (x, y, unreadable) in zip(batches, loader, strict=True):
             self._account(unreadable)
             if not len(y) and not self.train:  # nothing readable to measure

@@ -76,8 +76,22 @@ class BatchStream:
     Images leave as normalised float tensors on `device` in `memory_format`.
     """
 
-    def __init__(self, x, y, batch_size, *, mean, std, device, train, seed=0, augment=None,
-                 rank=0, world_size=1, memory_format=torch.contiguous_format):  # fmt: skip
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size,
+        *,
+        mean,
+        std,
+        device,
+        train,
+        seed=0,
+        augment=None,
+        rank=0,
+        world_size=1,
+        memory_format=torch.contiguous_format,
+    ):
         self.x, self.y, self.batch_size, self.train = x, y, batch_size, train
         self.device, self.memory_format, self.seed = torch.device(device), memory_format, seed
         self.augment = augment or {}

@@ -33,8 +33,9 @@ from .quantize import quantize
 VARIANTS = ("eager fp32", "compiled fp32", "onnxruntime fp32", "onnxruntime int8")
 
 
-def random_model(name: str, share: str, in_chans: int = 3, input_size: int | None = None,
-                 batches: int = 4) -> tuple[torch.nn.Module, dict, torch.Tensor]:  # fmt: skip
+def random_model(
+    name: str, share: str, in_chans: int = 3, input_size: int | None = None, batches: int = 4
+) -> tuple[torch.nn.Module, dict, torch.Tensor]:
     """(eval model, metadata, calibration images) for an untrained network: speed does not depend on the weights.
 
     BatchNorm statistics come from a few train-mode passes on random data, so that activations
@@ -64,8 +65,9 @@ def _eager(model: torch.nn.Module) -> Callable:
     return run
 
 
-def build_variants(model, meta: dict, calibration: torch.Tensor, threads: int,
-                   workdir: Path) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:  # fmt: skip
+def build_variants(
+    model, meta: dict, calibration: torch.Tensor, threads: int, workdir: Path
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each variant as a callable from a batch to logits, all computing the same network."""
     key_compile_cache_by_isa()  # before the first compilation, as training does
     fp32 = export(model, workdir / "fp32.onnx", "onnx", meta, batch="dynamic").path
@@ -76,8 +78,13 @@ def build_variants(model, meta: dict, calibration: torch.Tensor, threads: int,
     finally:
         logging.disable(level)
     compiled = torch.compile(model, dynamic=False)  # a static graph per batch size, compiled on first use
-    return dict(zip(VARIANTS, (_eager(model), _eager(compiled), open_runner(fp32, threads).run,
-                               open_runner(int8, threads).run), strict=True))  # fmt: skip
+    return dict(
+        zip(
+            VARIANTS,
+            (_eager(model), _eager(compiled), open_runner(fp32, threads).run, open_runner(int8, threads).run),
+            strict=True,
+        )
+    )
 
 
 def latencies(fns: dict[str, Callable], x: torch.Tensor, calls: int, rounds: int) -> dict[str, list[float]]:
@@ -110,12 +117,28 @@ def _warm(fn: Callable, x: torch.Tensor, calls: int) -> float:
 def environment(threads: int) -> dict:
     import onnxruntime
 
-    return {"cpu": cpu_name(), "isa": cpu_isa(), "threads": threads, "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "sharenet": __version__}  # fmt: skip
+    return {
+        "cpu": cpu_name(),
+        "isa": cpu_isa(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "sharenet": __version__,
+    }
 
 
-def run_infer_bench(model, meta: dict, calibration: torch.Tensor, *, batch: int = 256, calls: int = 100,
-                    steps: int = 2, rounds: int = 11, warmup: int = 3, weights: str | None = None) -> dict:  # fmt: skip
+def run_infer_bench(
+    model,
+    meta: dict,
+    calibration: torch.Tensor,
+    *,
+    batch: int = 256,
+    calls: int = 100,
+    steps: int = 2,
+    rounds: int = 11,
+    warmup: int = 3,
+    weights: str | None = None,
+) -> dict:
     """Batch-1 latency and batch-`batch` throughput of every variant, interleaved round by round.
 
     Single-image calls are cheap, so each variant warms up with ten times `warmup` of them.
@@ -133,15 +156,32 @@ def run_infer_bench(model, meta: dict, calibration: torch.Tensor, *, batch: int 
     rate = {k: statistics.median(v) for k, v in rates.items()}
     base = VARIANTS[0]
     rows = [
-        {"variant": k, "p50_ms": 1e3 * p50[k], "p99_ms": 1e3 * _p99(lat[k]), "latency_speedup": p50[base] / p50[k],
-         "img_per_s": rate[k], "throughput_speedup": rate[k] / rate[base], "first_call_s": sum(first[k])}
+        {
+            "variant": k,
+            "p50_ms": 1e3 * p50[k],
+            "p99_ms": 1e3 * _p99(lat[k]),
+            "latency_speedup": p50[base] / p50[k],
+            "img_per_s": rate[k],
+            "throughput_speedup": rate[k] / rate[base],
+            "first_call_s": sum(first[k]),
+        }
         for k in fns
-    ]  # fmt: skip
+    ]
     size = list(one.shape[1:])
-    return {"model": model.config["name"], "share": model.config["share"], "weights": weights, "input": size,
-            "batch": batch, "calls_per_round": calls, "steps_per_round": steps, "rounds": rounds,
-            "warmup": warmup, "rows": rows, "environment": environment(threads),
-            "load_average": [load_before, os.getloadavg()[0]]}  # fmt: skip
+    return {
+        "model": model.config["name"],
+        "share": model.config["share"],
+        "weights": weights,
+        "input": size,
+        "batch": batch,
+        "calls_per_round": calls,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "warmup": warmup,
+        "rows": rows,
+        "environment": environment(threads),
+        "load_average": [load_before, os.getloadavg()[0]],
+    }
 
 
 def format_infer(r: dict) -> str:

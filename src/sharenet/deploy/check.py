@@ -11,8 +11,9 @@ from ..data.preprocess import Preprocess, normalize
 from ..errors import SharenetError
 
 
-def dataset_images(meta: dict, split: str = "test", limit: int | None = None,
-                   data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def dataset_images(
+    meta: dict, split: str = "test", limit: int | None = None, data_dir: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, labels) of the run's built-in data set, preprocessed as at training time.
 
     The test split in order; the training split (calibration) as a fixed random sample.
@@ -43,9 +44,12 @@ def compare(reference: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor 
     diff = (logits - reference).abs().max().item()
     scale = reference.abs().max().item()
     out = {
-        "images": len(reference), "max_abs_diff": diff, "logit_scale": scale, "relative_diff": diff / max(scale, 1e-12),
+        "images": len(reference),
+        "max_abs_diff": diff,
+        "logit_scale": scale,
+        "relative_diff": diff / max(scale, 1e-12),
         "top1_agreement": (logits.argmax(1) == reference.argmax(1)).float().mean().item(),
-    }  # fmt: skip
+    }
     if labels is not None:
         out["top1"] = (logits.argmax(1) == labels).float().mean().item()
         out["reference_top1"] = (reference.argmax(1) == labels).float().mean().item()

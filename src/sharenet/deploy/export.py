@@ -40,8 +40,13 @@ class Exported:
 def expected_bytes(model: torch.nn.Module) -> int:
     """fp32 bytes of the distinct parameters and BatchNorm running statistics an export must store."""
     params = sum(p.numel() for p in model.parameters())
-    stats = sum(b.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
-                for b in (m.running_mean, m.running_var) if b is not None)  # fmt: skip
+    stats = sum(
+        b.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+        for b in (m.running_mean, m.running_var)
+        if b is not None
+    )
     return (params + stats) * 4
 
 
@@ -66,8 +71,15 @@ def parse_batch(batch: str | int) -> int | None:
     return value
 
 
-def export(model: torch.nn.Module, out: str | os.PathLike, fmt: str, meta: dict, *, batch: str | int = "dynamic",
-           opset: int | None = None) -> Exported:  # fmt: skip
+def export(
+    model: torch.nn.Module,
+    out: str | os.PathLike,
+    fmt: str,
+    meta: dict,
+    *,
+    batch: str | int = "dynamic",
+    opset: int | None = None,
+) -> Exported:
     """Export `model` (eval mode, fp32, CPU) to `out`; `meta` is stored in the file."""
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -90,8 +102,9 @@ def _export_onnx(model, x, dims, out: Path, meta: dict, opset: int | None) -> in
     ir = onnx_graph.require("onnx_ir")
     kwargs = {"opset_version": opset} if opset else {}
     with torch.no_grad():
-        program = torch.onnx.export(model, (x,), dynamo=True, optimize=False, external_data=False,
-                                    dynamic_shapes=dims, verbose=False, **kwargs)  # fmt: skip
+        program = torch.onnx.export(
+            model, (x,), dynamo=True, optimize=False, external_data=False, dynamic_shapes=dims, verbose=False, **kwargs
+        )
     graph = program.model
     onnx_graph.tidy(graph)
     graph.metadata_props[METADATA_KEY] = json.dumps(meta)

@@ -35,9 +35,11 @@ def tidy(model) -> None:
     optimizer = require("onnxscript.optimizer")
     stored = set(model.graph.initializers.values())
     optimizer.fold_constants(  # a node reading a stored tensor stays: folding it would store a copy
-        model, input_size_limit=SMALL, output_size_limit=SMALL,
+        model,
+        input_size_limit=SMALL,
+        output_size_limit=SMALL,
         should_fold=lambda node: False if any(v in stored for v in node.inputs) else None,
-    )  # fmt: skip
+    )
     for node in model.graph:
         if node.op_type == "Conv" and len(node.inputs) == 3 and _is_zero(node.inputs[2]):
             node.resize_inputs(2)

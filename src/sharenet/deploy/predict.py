@@ -19,8 +19,12 @@ def predict(runner: Runner, files: list[Path], top_k: int = 1, batch_size: int =
         probs = torch.softmax(runner.run(pre.batch(chunk)).float(), dim=1)
         top = probs.topk(k, dim=1)
         for path, p, idx in zip(chunk, top.values.tolist(), top.indices.tolist(), strict=True):
-            rows.append({"file": str(path), "top": [{"class": classes[j], "index": j, "prob": q}
-                                                     for q, j in zip(p, idx, strict=True)]})  # fmt: skip
+            rows.append(
+                {
+                    "file": str(path),
+                    "top": [{"class": classes[j], "index": j, "prob": q} for q, j in zip(p, idx, strict=True)],
+                }
+            )
     return rows
 
 

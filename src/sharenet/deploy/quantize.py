@@ -9,9 +9,8 @@ BatchNorm into the conv before it, which would copy a shared kernel once per use
 Weights use 7 of their 8 bits (`reduce_range`) because the file must be right on whichever CPU
 runs it. On x86 CPUs without VNNI, onnxruntime multiplies uint8 activations by int8 weights with
 VPMADDUBSW, whose int16 sums of pairs saturate; VNNI's instruction does not (onnxruntime's
-`quantize_static` documentation gives the same advice for x86 without VNNI). Measured on an
-AVX2-only AMD EPYC (resnet20 share=stage, 5 epochs, 10,000 test images, eager 93.05 %): full-range
-weights 92.21 % with 97.74 % top-1 agreement, 7-bit weights 93.04 % with 99.45 %.
+`quantize_static` documentation gives the same advice for x86 without VNNI). What that costs in
+accuracy on an AVX2-only CPU: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -30,15 +29,15 @@ class _Batches:
     """onnxruntime's CalibrationDataReader protocol over a tensor of images."""
 
     def __init__(self, name: str, x: torch.Tensor, batch: int):
-        self.items = iter([{name: np.ascontiguousarray(x[i : i + batch].numpy(), np.float32)}
-                           for i in range(0, len(x), batch)])  # fmt: skip
+        self.items = iter(
+            [{name: np.ascontiguousarray(x[i : i + batch].numpy(), np.float32)} for i in range(0, len(x), batch)]
+        )
 
     def get_next(self):
         return next(self.items, None)
 
 
-def quantize(onnx_path: str | os.PathLike, out: str | os.PathLike, calibration: torch.Tensor,
-             batch: int = 64) -> Path:  # fmt: skip
+def quantize(onnx_path: str | os.PathLike, out: str | os.PathLike, calibration: torch.Tensor, batch: int = 64) -> Path:
     """Write the int8 model of `onnx_path` to `out`, calibrated on `calibration` (preprocessed images)."""
     onnx = onnx_graph.require("onnx")
     q = onnx_graph.require("onnxruntime.quantization")
@@ -48,11 +47,16 @@ def quantize(onnx_path: str | os.PathLike, out: str | os.PathLike, calibration: 
 
     def write(tmp: Path) -> None:
         q.quantize_static(
-            model, str(tmp), _Batches(name, calibration, batch),
-            quant_format=q.QuantFormat.QDQ, per_channel=True,
-            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-            calibrate_method=q.CalibrationMethod.MinMax, reduce_range=True,
-        )  # fmt: skip
+            model,
+            str(tmp),
+            _Batches(name, calibration, batch),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=q.CalibrationMethod.MinMax,
+            reduce_range=True,
+        )
 
     atomic_write(out, write)
     return out

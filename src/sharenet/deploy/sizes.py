@@ -28,10 +28,15 @@ def size_row(name: str, share: str, tmp: Path, num_classes: int = 10, in_chans: 
     calibration = torch.randn(32, in_chans, model.arch.input_size, model.arch.input_size)
     int8 = None if share == "ring" else quantize(fp32.path, tmp / f"{name}-{share}-int8.onnx", calibration)
     return {
-        "model": name, "share": share, "params": count_params(model), "safetensors_bytes": weights.stat().st_size,
-        "onnx_bytes": fp32.file_bytes, "onnx_tensor_bytes": fp32.tensor_bytes, "expected_bytes": fp32.expected_bytes,
+        "model": name,
+        "share": share,
+        "params": count_params(model),
+        "safetensors_bytes": weights.stat().st_size,
+        "onnx_bytes": fp32.file_bytes,
+        "onnx_tensor_bytes": fp32.tensor_bytes,
+        "expected_bytes": fp32.expected_bytes,
         "int8_bytes": int8.stat().st_size if int8 else None,
-    }  # fmt: skip
+    }
 
 
 def size_table(models=MODELS, schemes=SCHEMES) -> list[dict]:

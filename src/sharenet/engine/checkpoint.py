@@ -50,10 +50,15 @@ def training_state(trainer: Trainer, pos, cfg: Config) -> dict:
         "ema": trainer.ema.state_dict() if trainer.ema else None,
         "scaler": trainer.scaler.state_dict() if trainer.scaler else None,  # fp16: the loss scale reached
         "rng_cuda": torch.cuda.get_rng_state(trainer.device) if trainer.device.type == "cuda" else None,
-        "step": pos.step, "epoch": pos.epoch, "batch": pos.batch, "sums": dict(pos.sums),
-        "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
-        "config": cfg.to_dict(), "world_size": dist.world_size(),
-    }  # fmt: skip
+        "step": pos.step,
+        "epoch": pos.epoch,
+        "batch": pos.batch,
+        "sums": dict(pos.sums),
+        "rng_torch": torch.get_rng_state(),
+        "rng_python": random.getstate(),
+        "config": cfg.to_dict(),
+        "world_size": dist.world_size(),
+    }
 
 
 def restore_training_state(state: dict, trainer: Trainer) -> tuple[int, int, int, dict]:
@@ -76,8 +81,13 @@ def save_checkpoint(run_dir: Path | RunDir, state: dict, keep: int = 2) -> Path:
     path = RunDir(run_dir).checkpoint_path(state["step"])
     try:
         atomic_write(path, lambda tmp: torch.save(state, tmp))
-        record = {"file": path.name, "sha256": file_digest(path, "sha256"), "step": state["step"],
-                  "epoch": state["epoch"], "time": time.time()}  # fmt: skip
+        record = {
+            "file": path.name,
+            "sha256": file_digest(path, "sha256"),
+            "step": state["step"],
+            "epoch": state["epoch"],
+            "time": time.time(),
+        }
         atomic_write(_record(path), lambda tmp: tmp.write_text(json.dumps(record)))
     except OSError as e:
         path.unlink(missing_ok=True)

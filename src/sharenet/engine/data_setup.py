@@ -41,8 +41,10 @@ def make_streams(cfg: Config, device: torch.device, rank: int = 0, world_size: i
         return Streams(
             FolderStream(train_set, batch, train=True, seed=r.seed, workers=d.workers, **common),
             FolderStream(test_set, r.eval_batch_size, train=False, workers=d.workers, **common),
-            tuple(train_set.classes), 3, Preprocess(3, test_set.size, test_set.resize, MEAN, STD),
-        )  # fmt: skip
+            tuple(train_set.classes),
+            3,
+            Preprocess(3, test_set.size, test_set.resize, MEAN, STD),
+        )
     data = load_memory_dataset(d.dataset, d.data_dir, d.download)
     data, held_out = split_validation(data, d.val_split)
     mean, std = data.channel_stats()

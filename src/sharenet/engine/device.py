@@ -19,9 +19,22 @@ import torch
 from .config import ConfigError
 
 # oneDNN's ISA names in increasing order (ONEDNN_MAX_CPU_ISA); ALL or unset: no limit.
-_ONEDNN_ORDER = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
-                 "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
-                 "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16")  # fmt: skip
+_ONEDNN_ORDER = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512_AMX_FP16",
+)
 ISA_LEVELS = ("DEFAULT", "AVX2", "AVX-512", "AVX512-BF16", "AMX")  # what `cpu_isa` returns, lowest first
 
 

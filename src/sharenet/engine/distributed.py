@@ -71,7 +71,7 @@ def release_failed_run(error: BaseException) -> None:
     On success the model is gone before the group is destroyed. After an error the traceback's
     frames keep it alive, so the reducer would be the last holder of the gloo group and destroy it
     later, holding the GIL while it joins gloo's worker threads; a worker that is freeing a work
-    item needs the GIL too, and both ranks hung for good (seen in 2 of 31 failing torchrun runs).
+    item needs the GIL too, and both ranks hung for good (docs/design-notes.md: how often).
     The frames stay, for the traceback's lines; only their locals go.
     """
     if _in_group():

@@ -6,9 +6,8 @@ kernel appears under every alias and so decays once per alias. Here the average 
 
 The decay warms up as timm's ModelEmaV3 does (use_warmup): at step t it is
 min(decay, 1 - (1 + t)^(-2/3)), 0.95 after 100 steps and 0.99 after 1,000. Without it a short
-run's average still carries the random initial weights (decay 0.999 over 2,345 steps keeps 10 %
-of them), and the BatchNorm statistics copied from the live model fit neither: a 5-epoch
-Fashion-MNIST run scored 29 % with its EMA against 92 % live.
+run's average still carries the random initial weights, and the BatchNorm statistics copied
+from the live model fit neither (docs/design-notes.md has the run that showed it).
 """
 
 from __future__ import annotations

@@ -36,12 +36,22 @@ def resolve_source(path: str | Path) -> tuple[Path, Config, Path]:
     return path, cfg, path.parent
 
 
-def run_eval(source, dataset: str | None = None, data_dir: str | None = None, device: str | None = None,
-             batch_size: int | None = None, tta: bool = False) -> tuple[dict, Path, tuple[str, ...]]:  # fmt: skip
+def run_eval(
+    source,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    tta: bool = False,
+) -> tuple[dict, Path, tuple[str, ...]]:
     """The test-set measurement of a run or weight file; with `tta`, the flip-averaged one under "tta"."""
     weights, cfg, out_dir = resolve_source(source)
-    overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "run.device": device,
-                 "run.eval_batch_size": batch_size}  # fmt: skip
+    overrides = {
+        "data.dataset": dataset,
+        "data.data_dir": data_dir,
+        "run.device": device,
+        "run.eval_batch_size": batch_size,
+    }
     cfg = apply(cfg, {k: v for k, v in overrides.items() if v is not None})
     dev = pick_device(cfg.run.device)
     dtype = pick_dtype(cfg.run.precision, dev)

@@ -96,9 +96,14 @@ class FastPath:
     def record(self) -> dict:
         """The decision as JSON-ready facts, with the machine they were made on."""
         out = asdict(self)
-        out.update(device=str(self.device), device_name=device_name(self.device), threads=torch.get_num_threads(),
-                   torch=torch.__version__, dtype=str(self.dtype).removeprefix("torch."),
-                   memory_format="channels_last" if self.channels_last else "contiguous")  # fmt: skip
+        out.update(
+            device=str(self.device),
+            device_name=device_name(self.device),
+            threads=torch.get_num_threads(),
+            torch=torch.__version__,
+            dtype=str(self.dtype).removeprefix("torch."),
+            memory_format="channels_last" if self.channels_last else "contiguous",
+        )
         del out["channels_last"]
         return out
 

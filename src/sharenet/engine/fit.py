@@ -115,8 +115,9 @@ def build_trainer(cfg: Config, model, device: torch.device, steps_per_epoch: int
         if o.ortho_penalty and model.share == "basis"
         else None
     )
-    return Trainer(wrapped, optimizer, scheduler, device, fast.dtype, o.label_smoothing, o.grad_clip, ema, scaler,
-                   fast, penalty)  # fmt: skip
+    return Trainer(
+        wrapped, optimizer, scheduler, device, fast.dtype, o.label_smoothing, o.grad_clip, ema, scaler, fast, penalty
+    )
 
 
 def resume_state(run: RunDir | None, resume: str | None, cfg: Config) -> tuple[Path, dict] | None:
@@ -136,8 +137,9 @@ def resume_state(run: RunDir | None, resume: str | None, cfg: Config) -> tuple[P
     return found
 
 
-def restore(run: RunDir | None, found: tuple[Path, dict] | None, trainer: Trainer, cfg: Config,
-            steps_per_epoch: int) -> Position:  # fmt: skip
+def restore(
+    run: RunDir | None, found: tuple[Path, dict] | None, trainer: Trainer, cfg: Config, steps_per_epoch: int
+) -> Position:
     """The position to start from: a fresh one, or the checkpoint's, with its state loaded."""
     if found is None:
         if run:
@@ -157,13 +159,19 @@ def finish(fit: Fit, wall_s: float, img_per_s: float) -> dict:
     cfg, trainer, streams, run, pos = fit.cfg, fit.trainer, fit.streams, fit.run, fit.pos
     model = eval_model(trainer)  # already the plain module
     summary = {
-        **final_evaluation(cfg, trainer, streams), "params": count_params(dist.unwrap(trainer.model)),
-        "epochs": pos.step / len(streams.train), "steps": pos.step, "wall_s": wall_s,
-        "train_img_per_s": img_per_s, "world_size": dist.world_size(),
-        "model": cfg.model.name, "share": cfg.model.share, "dataset": cfg.data.dataset,
+        **final_evaluation(cfg, trainer, streams),
+        "params": count_params(dist.unwrap(trainer.model)),
+        "epochs": pos.step / len(streams.train),
+        "steps": pos.step,
+        "wall_s": wall_s,
+        "train_img_per_s": img_per_s,
+        "world_size": dist.world_size(),
+        "model": cfg.model.name,
+        "share": cfg.model.share,
+        "dataset": cfg.data.dataset,
         "weights": "ema" if trainer.ema is not None else "final",
         "rank_param_sha256": dist.gather(tensors_digest(dict(model.named_parameters()))),  # equal on every rank
-    }  # fmt: skip
+    }
     if run:
         write_results(cfg, run, model, streams, summary)
         say(f"test top-1 {summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}; wrote {run.path}")

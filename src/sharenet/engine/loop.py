@@ -60,8 +60,11 @@ class Accumulator:
 
     def fold_into(self, pos: Position) -> None:
         s = pos.sums
-        pos.sums = {"loss": s["loss"] + float(self.loss), "correct": s["correct"] + int(self.correct),
-                    "seen": s["seen"] + self.seen}  # fmt: skip
+        pos.sums = {
+            "loss": s["loss"] + float(self.loss),
+            "correct": s["correct"] + int(self.correct),
+            "seen": s["seen"] + self.seen,
+        }
         self.loss.zero_()
         self.correct.zero_()
         self.seen = 0
@@ -143,8 +146,14 @@ def maybe_checkpoint(fit: Fit, acc: Accumulator | None = None) -> None:
         state = training_state(fit.trainer, fit.pos, fit.cfg)
         t0 = time.perf_counter()
         path = save_checkpoint(fit.run, state, fit.cfg.run.keep_checkpoints)
-        fit.run.log({"kind": "checkpoint", "step": fit.pos.step, "seconds": time.perf_counter() - t0,
-                     "bytes": path.stat().st_size})  # fmt: skip
+        fit.run.log(
+            {
+                "kind": "checkpoint",
+                "step": fit.pos.step,
+                "seconds": time.perf_counter() - t0,
+                "bytes": path.stat().st_size,
+            }
+        )
     fit.last_saved = time.monotonic()
     if signum:
         where = fit.run.path if fit.run else fit.cfg.run.out
@@ -154,9 +163,15 @@ def maybe_checkpoint(fit: Fit, acc: Accumulator | None = None) -> None:
 def log_interval(fit: Fit, bar, loss, correct, n: int, clock: Clock) -> None:
     """One metrics.jsonl row (rank 0) and the progress bar's numbers, from the latest batch."""
     rate = clock.steps * n * dist.world_size() / clock.elapsed()
-    row = {"kind": "train", "step": fit.pos.step, "epoch": round(fit.pos.step / fit.steps_per_epoch, 4),
-           "loss": float(loss), "acc": int(correct) / n, "lr": fit.trainer.optimizer.param_groups[0]["lr"],
-           "img_per_s": rate}  # fmt: skip
+    row = {
+        "kind": "train",
+        "step": fit.pos.step,
+        "epoch": round(fit.pos.step / fit.steps_per_epoch, 4),
+        "loss": float(loss),
+        "acc": int(correct) / n,
+        "lr": fit.trainer.optimizer.param_groups[0]["lr"],
+        "img_per_s": rate,
+    }
     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", img_s=f"{rate:.0f}")
     if fit.run:
         fit.run.log(row)
@@ -172,20 +187,33 @@ def end_epoch(fit: Fit, clock: Clock) -> None:
     wall = clock.elapsed()
     seen = max(1, pos.sums["seen"])
     row = {
-        "kind": "epoch", "step": pos.step, "epoch": round(pos.step / fit.steps_per_epoch, 4),
-        "train_loss": pos.sums["loss"] / seen, "train_acc": pos.sums["correct"] / seen,
-        "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"], **val, **bad_images(streams),
+        "kind": "epoch",
+        "step": pos.step,
+        "epoch": round(pos.step / fit.steps_per_epoch, 4),
+        "train_loss": pos.sums["loss"] / seen,
+        "train_acc": pos.sums["correct"] / seen,
+        "test_loss": test["loss"],
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        **val,
+        **bad_images(streams),
         "lr": trainer.optimizer.param_groups[0]["lr"],
         "img_per_s": clock.steps * streams.train.batch_size * dist.world_size() / max(1e-9, wall - eval_s),
-        "epoch_s": wall, "step_s": clock.step_s, "data_s": clock.data_s, "eval_s": eval_s,
-        "data_fraction": clock.data_s / wall, "outside_steps_fraction": 1 - clock.step_s / wall,
-    }  # fmt: skip
+        "epoch_s": wall,
+        "step_s": clock.step_s,
+        "data_s": clock.data_s,
+        "eval_s": eval_s,
+        "data_fraction": clock.data_s / wall,
+        "outside_steps_fraction": 1 - clock.step_s / wall,
+    }
     if fit.run:
         fit.run.log(row)
     held_out = f"val top-1 {val['val_top1']:.4f} | " if val else ""
-    say(f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | {held_out}"
+    say(
+        f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | {held_out}"
         f"test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.4f} | {row['img_per_s']:.0f} img/s; "
-        f"outside steps {100 * row['outside_steps_fraction']:.1f}%")  # fmt: skip
+        f"outside steps {100 * row['outside_steps_fraction']:.1f}%"
+    )
     if pos.batch >= fit.steps_per_epoch:
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {"loss": 0.0, "correct": 0, "seen": 0}
 
@@ -210,22 +238,42 @@ def final_evaluation(cfg: Config, trainer: Trainer, streams: Streams) -> dict:
     ones beside them; with an EMA, the live weights' test top-1 too, and a note when the EMA is worse."""
     model, n = eval_model(trainer), len(streams.classes)
     test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n)
-    out = {"test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
-           "test_samples": test["samples"], **validate(trainer, streams), **bad_images(streams)}  # fmt: skip
+    out = {
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        "test_loss": test["loss"],
+        "test_samples": test["samples"],
+        **validate(trainer, streams),
+        **bad_images(streams),
+    }
     if cfg.run.tta:
         tta = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n, tta=True)
-        out.update({"test_top1_tta": tta["top1"], "test_top5_tta": tta["top5"], "test_loss_tta": tta["loss"],
-                    "tta_forward_passes": 2, **validate(trainer, streams, tta=True)})  # fmt: skip
+        out.update(
+            {
+                "test_top1_tta": tta["top1"],
+                "test_top5_tta": tta["top5"],
+                "test_loss_tta": tta["loss"],
+                "tta_forward_passes": 2,
+                **validate(trainer, streams, tta=True),
+            }
+        )
     if trainer.ema is not None:
         live = evaluate(dist.unwrap(trainer.model), streams.test.epoch(0), trainer.device, trainer.dtype, n)
-        out.update({"ema_test_top1": test["top1"], "live_test_top1": live["top1"],
-                    "ema_below_live": test["top1"] < live["top1"]})  # fmt: skip
+        out.update(
+            {
+                "ema_test_top1": test["top1"],
+                "live_test_top1": live["top1"],
+                "ema_below_live": test["top1"] < live["top1"],
+            }
+        )
         if streams.val is not None:
             live_val = evaluate(dist.unwrap(trainer.model), streams.val.epoch(0), trainer.device, trainer.dtype, n)
             out["live_val_top1"] = live_val["top1"]
         if out["ema_below_live"]:
-            say(f"note: the EMA weights (saved, evaluated) score test top-1 {test['top1']:.4f}, below the live "
-                f"weights' {live['top1']:.4f}; lower optim.ema_decay for a run this short")  # fmt: skip
+            say(
+                f"note: the EMA weights (saved, evaluated) score test top-1 {test['top1']:.4f}, below the live "
+                f"weights' {live['top1']:.4f}; lower optim.ema_decay for a run this short"
+            )
     return out
 
 
@@ -236,8 +284,14 @@ def eval_model(trainer: Trainer):
 
 def progress_bar(fit: Fit):
     show = fit.cfg.run.progress and dist.is_main() and sys.stderr.isatty()
-    return tqdm(total=fit.steps_per_epoch, initial=fit.pos.batch, desc=f"epoch {fit.pos.epoch + 1}/"
-                f"{fit.cfg.optim.epochs}", disable=not show, leave=False, dynamic_ncols=True)  # fmt: skip
+    return tqdm(
+        total=fit.steps_per_epoch,
+        initial=fit.pos.batch,
+        desc=f"epoch {fit.pos.epoch + 1}/{fit.cfg.optim.epochs}",
+        disable=not show,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def say(message: str) -> None:

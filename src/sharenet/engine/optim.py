@@ -36,8 +36,9 @@ def base_lr(cfg: OptimConfig) -> float:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     nesterov = cfg.nesterov and cfg.momentum > 0
-    return torch.optim.SGD(param_groups(model, cfg), lr=base_lr(cfg), momentum=cfg.momentum, nesterov=nesterov,
-                           foreach=True)  # fmt: skip
+    return torch.optim.SGD(
+        param_groups(model, cfg), lr=base_lr(cfg), momentum=cfg.momentum, nesterov=nesterov, foreach=True
+    )
 
 
 def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int) -> float:
@@ -51,8 +52,11 @@ def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int) -> float:
     else:
         factor = 1.0
     if step < cfg.warmup_steps:
-        ramp = cfg.warmup_factor if cfg.warmup_mode == "constant" else (
-            cfg.warmup_factor + (1 - cfg.warmup_factor) * step / cfg.warmup_steps)  # fmt: skip
+        ramp = (
+            cfg.warmup_factor
+            if cfg.warmup_mode == "constant"
+            else (cfg.warmup_factor + (1 - cfg.warmup_factor) * step / cfg.warmup_steps)
+        )
         factor *= ramp
     return factor
 
@@ -69,7 +73,11 @@ def reapply_settings(opt: torch.optim.Optimizer, sched, cfg: OptimConfig, steps_
     """
     lr = base_lr(cfg)
     for i, group in enumerate(opt.param_groups):
-        group.update(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, initial_lr=lr,
-                     weight_decay=cfg.weight_decay if i == 0 else 0.0)  # fmt: skip
+        group.update(
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            initial_lr=lr,
+            weight_decay=cfg.weight_decay if i == 0 else 0.0,
+        )
         group["lr"] = lr * lr_factor(sched.last_epoch, cfg, steps_per_epoch)
     sched.base_lrs = [lr] * len(opt.param_groups)

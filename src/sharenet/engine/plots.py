@@ -43,8 +43,15 @@ def confusion_matrix(matrix, classes: list[str], path: Path, title: str) -> Path
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center",
-                        color="white" if m[i, j] > 0.5 else "black", fontsize=8)  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * m[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    color="white" if m[i, j] > 0.5 else "black",
+                    fontsize=8,
+                )
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

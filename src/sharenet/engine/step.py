@@ -68,8 +68,9 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype, num_classes: int,
-             tta: bool = False) -> dict:  # fmt: skip
+def evaluate(
+    model: nn.Module, batches, device: torch.device, dtype: torch.dtype, num_classes: int, tta: bool = False
+) -> dict:
     """Loss, top-1, top-5 and the confusion matrix over every sample of `batches` (all ranks).
 
     `tta`: each image's logits averaged with its horizontal flip's (two forward passes).

@@ -54,8 +54,11 @@ class StopRequest:
             return
         self.signum = signum
         if dist.is_main():
-            print(f"sharenet: {signal.Signals(signum).name} received: stopping after this step "
-                  "(send it again to abort)", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"sharenet: {signal.Signals(signum).name} received: stopping after this step (send it again to abort)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def pending(self, device: torch.device) -> int:
         """The signal to stop for (0: none), the same on every rank."""
@@ -68,5 +71,8 @@ class StopRequest:
 
 def stopped(signum: int, step: int, checkpoint, out) -> Stopped:
     name = signal.Signals(signum).name
-    return Stopped(signum, f"stopped by {name} at step {step}; checkpoint {checkpoint}; continue with "
-                           f"sharenet train --resume auto --out {out}")  # fmt: skip
+    return Stopped(
+        signum,
+        f"stopped by {name} at step {step}; checkpoint {checkpoint}; continue with "
+        f"sharenet train --resume auto --out {out}",
+    )

@@ -50,9 +50,14 @@ def convert(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d by its cross-rank form, keeping parameters, statistics and activation."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, CrossRankBatchNorm2d):
-            new = CrossRankBatchNorm2d(child.num_features, act=getattr(child, "act", False), eps=child.eps,
-                                       momentum=child.momentum, affine=child.affine,
-                                       track_running_stats=child.track_running_stats)  # fmt: skip
+            new = CrossRankBatchNorm2d(
+                child.num_features,
+                act=getattr(child, "act", False),
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
+            )
             new.weight, new.bias = child.weight, child.bias  # the same Parameters: optimizer stays valid
             new.running_mean, new.running_var = child.running_mean, child.running_var
             new.num_batches_tracked = child.num_batches_tracked

@@ -55,10 +55,16 @@ def check_resume_compatible(cfg: Config, state: dict) -> list[str]:
     saved = state.get("config", {})
     now = cfg.to_dict()
 
-    pairs = [(k, stored_value(saved, k.name), stored_value(now, k.name))
-             for k in KEYS.values() if k.name.split(".")[0] in saved]  # fmt: skip
-    changed = [(k, f"{k.name}: {was!r} -> {is_!r}") for k, was, is_ in pairs
-               if was != is_ and not _solved_again(k.name, is_, cfg)]  # fmt: skip
+    pairs = [
+        (k, stored_value(saved, k.name), stored_value(now, k.name))
+        for k in KEYS.values()
+        if k.name.split(".")[0] in saved
+    ]
+    changed = [
+        (k, f"{k.name}: {was!r} -> {is_!r}")
+        for k, was, is_ in pairs
+        if was != is_ and not _solved_again(k.name, is_, cfg)
+    ]
     fatal = [text for k, text in changed if k.resume and not _unused_option(k.name, cfg.model.share)]
     if fatal:
         raise CheckpointError("the checkpoint was made with another configuration: " + "; ".join(fatal))

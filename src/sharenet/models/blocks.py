@@ -116,8 +116,11 @@ class Bottleneck(_Block):
     @staticmethod
     def conv_slots(spec: BlockSpec) -> dict[str, ConvSpec]:
         i, o, w, s = spec.in_ch, spec.out_ch, spec.width, spec.stride
-        return {"conv1": ConvSpec(i, w, 1, 1, "bn1"), "conv2": ConvSpec(w, w, 3, s, "bn2"),
-                "conv3": ConvSpec(w, o, 1, 1, "bn3")}  # fmt: skip
+        return {
+            "conv1": ConvSpec(i, w, 1, 1, "bn1"),
+            "conv2": ConvSpec(w, w, 3, s, "bn2"),
+            "conv3": ConvSpec(w, o, 1, 1, "bn3"),
+        }
 
     def __init__(self, spec: BlockSpec, convs: dict[str, nn.Module], own_shared: SharedKernel | None):
         super().__init__(own_shared)
@@ -145,8 +148,11 @@ class PreActBottleneck(_PreActBlock):
     @staticmethod
     def conv_slots(spec: BlockSpec) -> dict[str, ConvSpec]:
         i, o, w, s = spec.in_ch, spec.out_ch, spec.width, spec.stride
-        return {"conv1": ConvSpec(i, w, 1, s, "bn2"), "conv2": ConvSpec(w, w, 3, 1, "bn3"),
-                "conv3": ConvSpec(w, o, 1, 1, None)}  # fmt: skip
+        return {
+            "conv1": ConvSpec(i, w, 1, s, "bn2"),
+            "conv2": ConvSpec(w, w, 3, 1, "bn3"),
+            "conv3": ConvSpec(w, o, 1, 1, None),
+        }
 
     def __init__(self, spec: BlockSpec, convs: dict[str, nn.Module], own_shared: SharedKernel | None):
         super().__init__(own_shared)

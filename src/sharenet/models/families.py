@@ -1,8 +1,9 @@
 """Architecture specs of the papers' four families: each a list of stages of `BlockSpec`s.
 
-The numbers here are the ones the papers' parameter counts depend on (REFERENCE section 1):
-CIFAR basic ResNets (He et al. 2016, depth 6n+2), torchvision's ImageNet ResNets, pre-activation
-bottleneck ResNets (depth 9n+2, as in the Wide-ResNet authors' code) and WRN-d-k (depth 6n+4).
+The numbers here are the ones the papers' parameter counts depend on (ShaResNet's README table,
+He et al. 2016, Zagoruyko & Komodakis 2016): CIFAR basic ResNets (He et al. 2016, depth 6n+2),
+torchvision's ImageNet ResNets, pre-activation bottleneck ResNets (depth 9n+2, as in the
+Wide-ResNet authors' code) and WRN-d-k (depth 6n+4).
 Each takes a `width`: the channels of the first stage's 3x3 convs, the later stages' in proportion
 (x2, x4, x8), and the stem's output with them where it feeds the first stage directly. A narrower
 unshared network is the baseline RPG and Savarese & Maire compare sharing against at equal size.
@@ -66,8 +67,9 @@ def cifar_resnet(depth: int, shortcut: str = "A", width: int = 16) -> ArchSpec:
         )
     _check_width(width)
     if shortcut == "A" and width % 2:
-        raise InvalidArgumentError(f"option A shortcuts zero-pad half the new channels on each side: width must be "
-                                   f"even, got {width}")  # fmt: skip
+        raise InvalidArgumentError(
+            f"option A shortcuts zero-pad half the new channels on each side: width must be even, got {width}"
+        )
     widths = (width, 2 * width, 4 * width)
     stages = _stages("basic", width, widths, widths, (n,) * 3, (1, 2, 2), shortcut=shortcut)
     return ArchSpec("cifar", "basic", "cifar", width, stages, False, 32, 10)

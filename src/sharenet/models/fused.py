@@ -95,14 +95,22 @@ def load() -> bool:
         from torch.utils import cpp_extension
 
         _ensure_ninja()
-        cpp_extension.load(f"sharenet_bn_act_{tag}", [str(_SOURCE)], extra_cflags=flags,
-                           extra_ldflags=["-fopenmp"], is_python_module=False)  # fmt: skip
+        cpp_extension.load(
+            f"sharenet_bn_act_{tag}",
+            [str(_SOURCE)],
+            extra_cflags=flags,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+        )
         _register()
     except Exception as e:  # no compiler, no ninja, an unsupported platform: the plain path still works
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        warnings.warn("sharenet: the fused BatchNorm kernel could not be built (it needs g++ and ninja); training "
-                      "uses plain BatchNorm, slower on CPU; SHARENET_FUSED_BN=0 skips the attempt. "
-                      f"Cause: {first[:200]}", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            "sharenet: the fused BatchNorm kernel could not be built (it needs g++ and ninja); training "
+            "uses plain BatchNorm, slower on CPU; SHARENET_FUSED_BN=0 skips the attempt. "
+            f"Cause: {first[:200]}",
+            stacklevel=2,
+        )
         return False
     _state["loaded"] = True
     return True

@@ -46,8 +46,9 @@ class Conv3x3(nn.Module):
     sharing applies one kernel with stride 2, then 1).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, kernel: nn.Module | None = None, *,
-                 own: int | None = None):  # fmt: skip
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int = 1, kernel: nn.Module | None = None, *, own: int | None = None
+    ):
         super().__init__()
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         own = (out_ch if kernel is None else 0) if own is None else own

@@ -115,8 +115,9 @@ def basis_penalty(model: nn.Module, own: bool = True, weight: float = 1.0) -> to
         if not shared:
             continue
         rows = torch.cat(shared).flatten(1)  # (s_total, in*9)
-        owns = [m.basis.weight.flatten(1) for m in stage.modules() if isinstance(m, BasisConv3x3)
-                and own and m.basis.own]  # fmt: skip
+        owns = [
+            m.basis.weight.flatten(1) for m in stage.modules() if isinstance(m, BasisConv3x3) and own and m.basis.own
+        ]
         every = torch.cat([rows, *owns])
         gram = rows @ every.T  # (s, s + sum u)
         terms = [(gram - torch.eye(*gram.shape, device=gram.device, dtype=gram.dtype)).square().sum()]

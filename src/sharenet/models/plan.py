@@ -6,7 +6,7 @@ metadata of weight files, plan recognition, fusion, fitting and unshare all read
 
 - none: every conv owns its kernel.
 - stage (ShaResNet, Boulch 2018): one kernel per stage; which 3x3 convs apply it depends on
-  the family (RULES below, REFERENCE section 1).
+  the family (RULES below: Boulch's ShaResNet code and Dai et al.'s paper).
 - block (Dai et al. 2019): a block whose conv1 maps C->C applies one kernel in both 3x3 convs.
 - templates (Savarese & Maire 2019, soft sharing): each stage owns a bank of `templates` kernels;
   every 3x3 conv of blocks 2..n applies its own learned mix of the bank (own coefficients).
@@ -141,7 +141,8 @@ class ConvSlot:
         return {}
 
 
-# Which 3x3 slots of block i (spec) a scheme redirects, per block kind: REFERENCE section 1 and 1b.
+# Which 3x3 slots of block i (spec) a scheme redirects, per block kind: ShaResNet (Boulch 2018), Dai et al.
+# 2019, Savarese & Maire 2019 (templates) and Kang et al. (filter bases), as their code builds them.
 Rule = Callable[[int, BlockSpec], tuple[str, ...]]
 
 

@@ -12,11 +12,26 @@ from .plan import OPTIONS, Sharing, check_scheme, make_plan
 from .resnet import ResNet
 
 NAMED = (
-    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202",
-    "preact_resnet164", "preact_resnet1001",
-    "wrn16_4", "wrn16_8", "wrn22_8", "wrn28_10", "wrn40_4", "wrn40_10",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-)  # fmt: skip
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet1202",
+    "preact_resnet164",
+    "preact_resnet1001",
+    "wrn16_4",
+    "wrn16_8",
+    "wrn22_8",
+    "wrn28_10",
+    "wrn40_4",
+    "wrn40_10",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+)
 NAME_FORMS = (
     "resnet{6n+2} (CIFAR basic, e.g. resnet20), cifar_resnet{6n+2}, "
     "resnet{18,34,50,101,152} (ImageNet), preact_resnet{9n+2} (e.g. preact_resnet164), "
@@ -90,8 +105,15 @@ def create_model(
         raise InvalidArgumentError(f"{name}: only Wide ResNets take dropout")
     arch = _arch(name, shortcut, dropout, width)
     check_scheme(share, arch.kind)
-    sharing = _sharing(share, templates=templates, shared_rank=shared_rank, unique_rank=unique_rank, basis=basis,
-                       ring_size=ring_size, ring_seed=ring_seed)  # fmt: skip
+    sharing = _sharing(
+        share,
+        templates=templates,
+        shared_rank=shared_rank,
+        unique_rank=unique_rank,
+        basis=basis,
+        ring_size=ring_size,
+        ring_seed=ring_seed,
+    )
     num_classes = arch.default_classes if num_classes is None else num_classes
     for what, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -120,8 +142,10 @@ def _meet_budget(name: str, params, arch: ArchSpec, sharing: Sharing, fixed: dic
     if sharing.scheme == "ring":
         size = ring_size_for(params, build, what)
         if sharing.ring_size not in (None, size):
-            raise InvalidArgumentError(f"ring_size={sharing.ring_size:,} gives {name} a count other than "
-                                       f"params={params:,} (ring_size {size:,} does); give one of the two")  # fmt: skip
+            raise InvalidArgumentError(
+                f"ring_size={sharing.ring_size:,} gives {name} a count other than "
+                f"params={params:,} (ring_size {size:,} does); give one of the two"
+            )
         return arch, replace(sharing, ring_size=size)
     if width is not None:  # a recorded model: the width was chosen for this budget
         count = count_on_meta(build)  # on the meta device: draws no random numbers from the caller's stream

@@ -72,7 +72,10 @@ def block_convs(spec: BlockSpec, slots: dict[str, ConvSlot], owners: dict[str, n
     """Every conv of a block, in its slots' order: the plan's module, or an ordinary conv where the
     plan has no entry (the 1x1s outside the ring)."""
     return {
-        name: make_conv(slots[name], owners) if name in slots else
-        conv1x1(c.in_ch, c.out_ch, c.stride) if c.kernel == 1 else Conv3x3(c.in_ch, c.out_ch, c.stride)
+        name: make_conv(slots[name], owners)
+        if name in slots
+        else conv1x1(c.in_ch, c.out_ch, c.stride)
+        if c.kernel == 1
+        else Conv3x3(c.in_ch, c.out_ch, c.stride)
         for name, c in spec.convs().items()
-    }  # fmt: skip
+    }

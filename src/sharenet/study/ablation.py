@@ -19,9 +19,15 @@ from .records import mean_std
 
 # keys that say how a run was executed or evaluated, not what it trained: they may differ within a variant
 HOW_RUN = {k.name for k in KEYS.values() if k.local} | {
-    "run.seed", "run.compile", "run.checkpoint_every", "run.checkpoint_minutes", "run.keep_checkpoints",
-    "run.log_every", "run.eval_batch_size", "run.tta",
-}  # fmt: skip
+    "run.seed",
+    "run.compile",
+    "run.checkpoint_every",
+    "run.checkpoint_minutes",
+    "run.keep_checkpoints",
+    "run.log_every",
+    "run.eval_batch_size",
+    "run.tta",
+}
 
 
 def recipe_of(config: dict) -> dict[str, object]:
@@ -47,8 +53,14 @@ def variant(folder: str | Path) -> dict:
     differ = sorted(k for k in recipes[0] if any(r[k] != recipes[0][k] for r in recipes))
     if differ:
         raise SharenetError(f"{folder}: its runs differ in {', '.join(differ)}; one variant per folder")
-    return {"name": Path(folder).name, "recipe": recipes[0], "seeds": sorted(seeds), "val": val,
-            "tta": None if None in tta else tta, "wall_s": wall}  # fmt: skip
+    return {
+        "name": Path(folder).name,
+        "recipe": recipes[0],
+        "seeds": sorted(seeds),
+        "val": val,
+        "tta": None if None in tta else tta,
+        "wall_s": wall,
+    }
 
 
 def _changes(base: dict, other: dict) -> str:
@@ -61,16 +73,21 @@ def ablation_markdown(folders: list[str | Path]) -> str:
     variants = [variant(f) for f in folders]
     base = variants[0]
     base_mean, _ = mean_std(base["val"])
-    lines = ["| variant | changes to the baseline | seeds | val top-1 % (mean ± std) | vs baseline (pts) "
-             "| val top-1 with flip TTA % | minutes per run |", "|" + "---|" * 7]  # fmt: skip
+    lines = [
+        "| variant | changes to the baseline | seeds | val top-1 % (mean ± std) | vs baseline (pts) "
+        "| val top-1 with flip TTA % | minutes per run |",
+        "|" + "---|" * 7,
+    ]
     for i, v in enumerate(variants):
         mean, std = mean_std(v["val"])
         tta = "" if v["tta"] is None else "{:.2f} ± {:.2f}".format(*(100 * x for x in mean_std(v["tta"])))
         change = "baseline" if i == 0 else _changes(base["recipe"], v["recipe"])
         delta = "" if i == 0 else f"{100 * (mean - base_mean):+.2f}"
         minutes = sum(v["wall_s"]) / len(v["wall_s"]) / 60
-        lines.append(f"| {v['name']} | {change} | {', '.join(map(str, v['seeds']))} | {100 * mean:.2f} ± "
-                     f"{100 * std:.2f} | {delta} | {tta} | {minutes:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {v['name']} | {change} | {', '.join(map(str, v['seeds']))} | {100 * mean:.2f} ± "
+            f"{100 * std:.2f} | {delta} | {tta} | {minutes:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -43,8 +43,11 @@ def _by_seed(records: list[RunRecord], dataset: str, model: str, share: str) -> 
 
 def _paired(records, dataset, model, share, field) -> list[float]:
     shared, base = _by_seed(records, dataset, model, share), _by_seed(records, dataset, model, "none")
-    return [getattr(shared[s], field) - getattr(base[s], field) for s in sorted(shared.keys() & base.keys())
-            if getattr(shared[s], field) is not None and getattr(base[s], field) is not None]  # fmt: skip
+    return [
+        getattr(shared[s], field) - getattr(base[s], field)
+        for s in sorted(shared.keys() & base.keys())
+        if getattr(shared[s], field) is not None and getattr(base[s], field) is not None
+    ]
 
 
 def _noise(diffs: list[float]) -> bool:
@@ -54,17 +57,23 @@ def _noise(diffs: list[float]) -> bool:
 
 def answer_claims(records: list[RunRecord]) -> list[Answer]:
     answers = []
-    groups = sorted({(r.dataset, r.model) for r in records}, key=lambda g: max(
-        r.params for r in records if (r.dataset, r.model) == g))  # fmt: skip
+    groups = sorted(
+        {(r.dataset, r.model) for r in records},
+        key=lambda g: max(r.params for r in records if (r.dataset, r.model) == g),
+    )
     for dataset, model in groups:
         for share, tol in TOLERANCE.items():
             diffs = _paired(records, dataset, model, share, "test_top1")
             if not diffs:
                 continue
             cost = -statistics.fmean(diffs)
-            verdict = (f"holds (no cost: {100 * -cost:+.2f} pts)" if cost <= 0 else
-                       f"holds (cost {100 * cost:.2f} <= {100 * tol:g} pts)" if cost <= tol else
-                       f"fails (cost {100 * cost:.2f} > {100 * tol:g} pts)")  # fmt: skip
+            verdict = (
+                f"holds (no cost: {100 * -cost:+.2f} pts)"
+                if cost <= 0
+                else f"holds (cost {100 * cost:.2f} <= {100 * tol:g} pts)"
+                if cost <= tol
+                else f"fails (cost {100 * cost:.2f} > {100 * tol:g} pts)"
+            )
             if _noise(diffs):
                 verdict += "; within seed noise"
             answers.append(Answer("1. sharing costs little accuracy", f"{model} {share} - none", diffs, verdict))
@@ -72,10 +81,10 @@ def answer_claims(records: list[RunRecord]) -> list[Answer]:
         diffs = _paired(records, dataset, model, "block", "train_error")
         if diffs:
             lower = statistics.fmean(diffs) < 0
-            verdict = ("holds" if lower else "fails") + (
-                "; within seed noise" if _noise(diffs) else "")  # fmt: skip
-            answers.append(Answer("2. block sharing lowers training error", f"{model} block - none (train error)",
-                                  diffs, verdict))  # fmt: skip
+            verdict = ("holds" if lower else "fails") + ("; within seed noise" if _noise(diffs) else "")
+            answers.append(
+                Answer("2. block sharing lowers training error", f"{model} block - none (train error)", diffs, verdict)
+            )
     answers += _same_params(records)
     return answers
 
@@ -84,8 +93,9 @@ def _same_params(records: list[RunRecord]) -> list[Answer]:
     """Each shared configuration against the unshared network closest to it in parameters (within 10%)."""
     answers = []
     unshared = {(r.dataset, r.model): r.params for r in records if r.share == "none"}
-    shared = sorted({(r.dataset, r.model, r.share, r.params) for r in records if r.share != "none"},
-                    key=lambda g: (g[0], g[3]))  # fmt: skip
+    shared = sorted(
+        {(r.dataset, r.model, r.share, r.params) for r in records if r.share != "none"}, key=lambda g: (g[0], g[3])
+    )
     for dataset, model, share, params in shared:
         near = [(abs(p - params) / params, m) for (d, m), p in unshared.items() if d == dataset and m != model]
         near = [x for x in near if x[0] <= SAME_PARAMS]
@@ -97,11 +107,14 @@ def _same_params(records: list[RunRecord]) -> list[Answer]:
         (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
         diff, spread = mean_a - mean_b, max(std_a, std_b)
         verdict = ("holds" if diff > 0 else "fails") + ("; within seed noise" if abs(diff) <= spread else "")
-        answers.append(Answer(
-            "3. shared deep beats unshared of equal size",
-            f"{model} {share} ({params:,}) - {other} none ({unshared[(dataset, other)]:,})",
-            [x - mean_b for x in a], verdict,
-        ))  # fmt: skip
+        answers.append(
+            Answer(
+                "3. shared deep beats unshared of equal size",
+                f"{model} {share} ({params:,}) - {other} none ({unshared[(dataset, other)]:,})",
+                [x - mean_b for x in a],
+                verdict,
+            )
+        )
     return answers
 
 
@@ -113,6 +126,7 @@ def claims_markdown(answers: list[Answer]) -> str:
         "|---|---|---|---|---|",
     ]
     for a in answers:
-        lines.append(f"| {a.claim} | {a.comparison} | {100 * a.mean:+.2f} ± {100 * a.std:.2f} | {len(a.diffs)} "
-                     f"| {a.verdict} |")  # fmt: skip
+        lines.append(
+            f"| {a.claim} | {a.comparison} | {100 * a.mean:+.2f} ± {100 * a.std:.2f} | {len(a.diffs)} | {a.verdict} |"
+        )
     return "\n".join(lines) + "\n"

@@ -24,8 +24,9 @@ def accuracy_vs_params(rows: list[dict], path: Path) -> Path:
         errs = [100 * r["test_top1_std"] for r in pts]
         ax.errorbar(xs, ys, yerr=errs, fmt=marker, capsize=3, label=f"share={share}")
         for r in pts:
-            ax.annotate(r["model"], (r["params"], 100 * r["test_top1"]), fontsize=7, xytext=(4, 2),
-                        textcoords="offset points")  # fmt: skip
+            ax.annotate(
+                r["model"], (r["params"], 100 * r["test_top1"]), fontsize=7, xytext=(4, 2), textcoords="offset points"
+            )
     ax.set(xscale="log", xlabel="parameters", ylabel="test top-1 (%)", title="accuracy against parameters")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -42,8 +43,10 @@ def curves_per_model(records, path: Path) -> Path:
     for col, model in enumerate(models):
         for share, marker in MARKERS.items():
             runs = [r for r in records if r.model == model and r.share == share]
-            for ax, attr, scale, style in ((axes[0][col], "loss_curve", 1, {}),
-                                           (axes[1][col], "curve", 100, {"marker": marker})):  # fmt: skip
+            for ax, attr, scale, style in (
+                (axes[0][col], "loss_curve", 1, {}),
+                (axes[1][col], "curve", 100, {"marker": marker}),
+            ):
                 curves = [getattr(r, attr) for r in runs if getattr(r, attr)]
                 if not curves:
                     continue

@@ -43,11 +43,20 @@ def _record(run: RunDir) -> RunRecord:
     summary, config, rows = run.read_json(SUMMARY), run.read_json(CONFIG), run.read_metrics()
     epochs = [r for r in rows if r.get("kind") == "epoch"]
     return RunRecord(
-        run.path, config["data"]["dataset"], config["model"]["name"], config["model"]["share"], config["run"]["seed"],
-        summary["params"], summary["test_top1"], 1 - epochs[-1]["train_acc"] if epochs else None,
-        summary["epochs"], summary["wall_s"], [(r["epoch"], r["test_top1"]) for r in epochs],
-        [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"], variant(config["model"]),
-    )  # fmt: skip
+        run.path,
+        config["data"]["dataset"],
+        config["model"]["name"],
+        config["model"]["share"],
+        config["run"]["seed"],
+        summary["params"],
+        summary["test_top1"],
+        1 - epochs[-1]["train_acc"] if epochs else None,
+        summary["epochs"],
+        summary["wall_s"],
+        [(r["epoch"], r["test_top1"]) for r in epochs],
+        [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"],
+        variant(config["model"]),
+    )
 
 
 def variant(model: dict) -> str:

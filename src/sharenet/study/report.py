@@ -36,16 +36,24 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         train = [r.train_error for r in runs if r.train_error is not None]
         base = groups.get((dataset, model, "none", ""))
         paper = PAPER_TOP1_ERROR.get((dataset, model, share))
-        rows.append({
-            "dataset": dataset, "model": model, "share": share, "variant": variant, "params": runs[0].params,
-            "n": len(runs),
-            "test_top1": top1, "test_top1_std": top1_std,
-            "train_error": statistics.fmean(train) if train else None,
-            "vs_unshared": top1 - statistics.fmean(r.test_top1 for r in base) if base and share != "none" else None,
-            "paper_top1": None if paper is None else 1 - paper / 100,
-            "vs_paper": None if paper is None else top1 - (1 - paper / 100),
-            "epochs": statistics.fmean(r.epochs for r in runs), "wall_s": sum(r.wall_s for r in runs),
-        })  # fmt: skip
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "share": share,
+                "variant": variant,
+                "params": runs[0].params,
+                "n": len(runs),
+                "test_top1": top1,
+                "test_top1_std": top1_std,
+                "train_error": statistics.fmean(train) if train else None,
+                "vs_unshared": top1 - statistics.fmean(r.test_top1 for r in base) if base and share != "none" else None,
+                "paper_top1": None if paper is None else 1 - paper / 100,
+                "vs_paper": None if paper is None else top1 - (1 - paper / 100),
+                "epochs": statistics.fmean(r.epochs for r in runs),
+                "wall_s": sum(r.wall_s for r in runs),
+            }
+        )
     return rows
 
 
@@ -56,8 +64,10 @@ def _pct(v, signed=False) -> str:
 def markdown(rows: list[dict]) -> str:
     """The table; a column of variants (width, scheme options, budget) only where a run has one."""
     variants = any(r["variant"] for r in rows)
-    head = (f"| data set | model | scheme |{' variant |' if variants else ''} params | test top-1 % (mean ± std) | n "
-            "| final train error % | vs unshared (pts) | paper top-1 % | vs paper (pts) |")  # fmt: skip
+    head = (
+        f"| data set | model | scheme |{' variant |' if variants else ''} params | test top-1 % (mean ± std) | n "
+        "| final train error % | vs unshared (pts) | paper top-1 % | vs paper (pts) |"
+    )
     lines = [head, "|" + "---|" * (11 if variants else 10)]
     for r in rows:
         variant = f" {r['variant']} |" if variants else ""
@@ -87,16 +97,29 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
     files["csv"] = stem.with_suffix(".csv")
     total_h = sum(r.wall_s for r in records) / 3600
     claims = claims_markdown(answer_claims([r for r in records if not r.variant]))  # the papers' own models
-    text = [f"# {title}\n" if title else "", markdown(rows),
-            f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best "
-            "epoch); 'vs unshared' is the difference of the means.", ""]  # fmt: skip
+    text = [
+        f"# {title}\n" if title else "",
+        markdown(rows),
+        f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best "
+        "epoch); 'vs unshared' is the difference of the means.",
+        "",
+    ]
     if claims:
-        text += ["## The papers' claims on these runs", "", claims,
-                 "Differences are paired by seed (shared minus unshared run of the same seed) for claims 1-2; "
-                 "claim 3 compares each shared run with the mean of the unshared runs. \"within seed noise\": "
-                 "the mean difference is no larger than the seed spread (std).", ""]  # fmt: skip
-    text += [f"![accuracy against parameters]({files['pareto'].name})", "",
-             f"![training loss and test accuracy per model]({files['curves'].name})", ""]  # fmt: skip
+        text += [
+            "## The papers' claims on these runs",
+            "",
+            claims,
+            "Differences are paired by seed (shared minus unshared run of the same seed) for claims 1-2; "
+            'claim 3 compares each shared run with the mean of the unshared runs. "within seed noise": '
+            "the mean difference is no larger than the seed spread (std).",
+            "",
+        ]
+    text += [
+        f"![accuracy against parameters]({files['pareto'].name})",
+        "",
+        f"![training loss and test accuracy per model]({files['curves'].name})",
+        "",
+    ]
     if notes:
         text += [notes.strip(), ""]
     out.write_text("\n".join(text))

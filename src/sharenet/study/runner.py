@@ -61,11 +61,15 @@ def load_spec(path: str | Path) -> StudySpec:
         if not isinstance(tree.get(key), list) or not tree[key]:
             raise ConfigError(f"{path}: '{key}' must be a non-empty list")
     spec = StudySpec(
-        name=str(tree.get("name", Path(path).stem)), recipe=str(tree.get("recipe", DEFAULT_RECIPE)),
-        base=flatten(tree.get("base") or {}, str(path)), models=tuple(tree["models"]),
-        schemes=tuple(tree["schemes"]), seeds=tuple(int(s) for s in tree["seeds"]),
-        out=Path(tree.get("out", f"runs/{Path(path).stem}")), extra_runs=tuple(tree.get("extra_runs") or ()),
-    )  # fmt: skip
+        name=str(tree.get("name", Path(path).stem)),
+        recipe=str(tree.get("recipe", DEFAULT_RECIPE)),
+        base=flatten(tree.get("base") or {}, str(path)),
+        models=tuple(tree["models"]),
+        schemes=tuple(tree["schemes"]),
+        seeds=tuple(int(s) for s in tree["seeds"]),
+        out=Path(tree.get("out", f"runs/{Path(path).stem}")),
+        extra_runs=tuple(tree.get("extra_runs") or ()),
+    )
     for run in plan_runs(spec):  # every run's config is valid before the first one starts
         check_config(_config(spec, run))
     return spec
@@ -130,8 +134,23 @@ def _config(spec: StudySpec, run: PlannedRun):
 
 def train_command(spec: StudySpec, run: PlannedRun) -> list[str]:
     sets = [f"{k}={_yaml_value(v)}" for k, v in {**spec.base, **dict(run.sets)}.items()]
-    cmd = [sys.executable, "-m", "sharenet", "train", "--recipe", spec.recipe, "--model", run.model,
-           "--share", run.share, "--seed", str(run.seed), "--out", str(run.out), "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharenet",
+        "train",
+        "--recipe",
+        spec.recipe,
+        "--model",
+        run.model,
+        "--share",
+        run.share,
+        "--seed",
+        str(run.seed),
+        "--out",
+        str(run.out),
+        "--no-progress",
+    ]
     cmd += [arg for s in sets for arg in ("--set", s)]
     if run.state() == "partial":
         cmd += ["--resume", "auto"]
@@ -144,8 +163,9 @@ def _yaml_value(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1,
-              log=print) -> dict[str, int]:  # fmt: skip
+def run_study(
+    spec: StudySpec, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print
+) -> dict[str, int]:
     """Run what is not done yet, `jobs` runs at a time; returns counts of done / ran / failed / left runs.
 
     With jobs > 1 the machine's cores are split evenly between the runs (OMP_NUM_THREADS) and each
@@ -173,8 +193,11 @@ def run_study(spec: StudySpec, max_runs: int | None = None, dry_run: bool = Fals
             proc.wait()
     if relay.signum:
         name = signal.Signals(relay.signum).name
-        raise Stopped(relay.signum, f"stopped by {name}: the runs it reached wrote a checkpoint and stopped; "
-                                    "run the study again to continue them")  # fmt: skip
+        raise Stopped(
+            relay.signum,
+            f"stopped by {name}: the runs it reached wrote a checkpoint and stopped; "
+            "run the study again to continue them",
+        )
     return counts
 
 
@@ -220,8 +243,11 @@ def _drive(spec, todo: list, running: list, counts: dict, jobs: int, relay: Sign
                 log(f"stopped {run.out} with a checkpoint")
                 continue
             counts["ran" if proc.returncode == 0 else "failed"] += 1
-            log(f"finished {run.out}" if proc.returncode == 0 else
-                f"FAILED ({proc.returncode}): {run.out}{where}; rerun the study to retry it")  # fmt: skip
+            log(
+                f"finished {run.out}"
+                if proc.returncode == 0
+                else f"FAILED ({proc.returncode}): {run.out}{where}; rerun the study to retry it"
+            )
 
 
 def _start(spec: StudySpec, run: PlannedRun, jobs: int, log):

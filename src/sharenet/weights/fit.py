@@ -76,12 +76,16 @@ def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor
         rank, p = basis.shape[0], slot.path
         if slot.own_rank:
             state[f"{p}.basis.weight"] = own.reshape(slot.own_rank, slot.in_ch, 3, 3)
-        state.update({
-            f"{p}.bn.weight": torch.ones(rank), f"{p}.bn.bias": torch.zeros(rank),
-            f"{p}.bn.running_mean": torch.zeros(rank), f"{p}.bn.running_var": torch.full((rank,), 1.0 - eps),
-            f"{p}.bn.num_batches_tracked": torch.tensor(0),
-            f"{p}.coeff.weight": coeff.reshape(slot.out_ch, rank, 1, 1),
-        })  # fmt: skip
+        state.update(
+            {
+                f"{p}.bn.weight": torch.ones(rank),
+                f"{p}.bn.bias": torch.zeros(rank),
+                f"{p}.bn.running_mean": torch.zeros(rank),
+                f"{p}.bn.running_var": torch.full((rank,), 1.0 - eps),
+                f"{p}.bn.num_batches_tracked": torch.tensor(0),
+                f"{p}.coeff.weight": coeff.reshape(slot.out_ch, rank, 1, 1),
+            }
+        )
     return state, _errors(slots, rows, fits)
 
 
