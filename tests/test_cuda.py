@@ -21,31 +21,17 @@ from sharenet.engine.fit import build_trainer
 from sharenet.models import create_model
 
 from .helpers import assert_tied
-from .test_resume import _kill_after
+from .test_resume import _kill_after, _start
 from .test_ties import CASES
 from .test_train_cli import sharenet_cli
 
 pytestmark = pytest.mark.cuda
 
-GPU = ["--device", "cuda", "--batch-size", "64", "--no-progress", "--set", "run.deterministic=true"]
+GPU = ["--device", "cuda", "--set", "run.deterministic=true"]
 
 
 def _train(fmnist_dir, out, *extra, max_steps=40):
-    cmd = [
-        sys.executable,
-        "-m",
-        "sharenet",
-        "train",
-        "--data-dir",
-        str(fmnist_dir),
-        "--out",
-        str(out),
-        *GPU,
-        "--max-steps",
-        str(max_steps),
-        *extra,
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _start(fmnist_dir, out, *GPU, *extra, max_steps=max_steps)
 
 
 @pytest.mark.parametrize(("name", "share"), CASES, ids=[f"{n}-{s}" for n, s in CASES])
@@ -65,11 +51,11 @@ def test_ties_survive_the_move_to_cuda_and_compute_what_the_cpu_does(name, share
 @pytest.mark.slow
 def test_killed_and_resumed_cuda_run_equals_uninterrupted(fmnist_dir, tmp_path):
     """Deterministic algorithms on: the GPU run resumes bit for bit (weights and test top-1)."""
-    whole = _train(fmnist_dir, tmp_path / "whole", "--checkpoint-every", "7")
+    whole = _train(fmnist_dir, tmp_path / "whole")
     assert whole.wait() == 0, whole.stderr.read()[-2000:]
     out = tmp_path / "killed"
-    _kill_after(_train(fmnist_dir, out, "--checkpoint-every", "7", max_steps=10**6), out, 14)
-    final = _train(fmnist_dir, out, "--checkpoint-every", "7", "--resume", "auto")
+    _kill_after(_train(fmnist_dir, out, max_steps=10**6), out, 14)
+    final = _train(fmnist_dir, out, "--resume", "auto")
     assert final.wait() == 0 and "resumed from" in final.stderr.read()
     a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -82,7 +68,7 @@ def test_killed_and_resumed_cuda_run_equals_uninterrupted(fmnist_dir, tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_amp_trains_and_fp16_checkpoints_its_loss_scale(fmnist_dir, tmp_path, precision):
     out = tmp_path / precision
-    proc = _train(fmnist_dir, out, "--set", f"run.precision={precision}", "--checkpoint-every", "20")
+    proc = _train(fmnist_dir, out, "--set", f"run.precision={precision}")
     assert proc.wait() == 0, proc.stderr.read()[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert (
