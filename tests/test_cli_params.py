@@ -13,7 +13,7 @@ import sharenet
 from sharenet.cli import main
 from sharenet.paper import LEARNED_PARAMS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+MODELS_DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
 def test_paper_tables_json_have_every_published_count(capsys):
@@ -39,10 +39,10 @@ def test_paper_tables_json_have_every_published_count(capsys):
     }
 
 
-def test_paper_tables_text_marks_each_row_exact_and_is_the_readmes(capsys):
+def test_paper_tables_text_marks_each_row_exact_and_is_the_documented_one(capsys):
     assert main(["params"]) == 0
     out = capsys.readouterr().out
-    assert f"```\n{out}```" in README.read_text(), "rerun: sharenet params"
+    assert f"```\n{out}```" in MODELS_DOC.read_text(), "rerun: sharenet params"
     sharesnet, learned = out.split("\n\n")
     assert len(sharesnet.splitlines()) == 1 + 7 and len(learned.splitlines()) == 1 + 11
     assert "DIFFERS" not in sharesnet + learned

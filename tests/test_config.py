@@ -28,7 +28,7 @@ from sharenet.engine.validate import check_config, check_resume_compatible
 from sharenet.errors import SharenetError
 from sharenet.models.plan import SCHEMES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TRAINING_DOC = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 
 
 def test_recipes_carry_the_papers_values():
@@ -110,11 +110,11 @@ def test_any_override_either_applies_or_raises_our_error(key, value):
     assert isinstance(cfg, Config)
 
 
-def test_readme_key_table_is_the_list_keys_output(capsys):
+def test_the_documented_key_table_is_the_list_keys_output(capsys):
     assert main(["train", "--list-keys"]) == 0
     table = capsys.readouterr().out.strip()
     start, end = "<!-- sharenet train --list-keys -->\n", "\n<!-- end sharenet train --list-keys -->"
-    text = README.read_text()
+    text = TRAINING_DOC.read_text()
     assert text[text.index(start) + len(start) : text.index(end)] == table, "rerun: sharenet train --list-keys"
     assert [row.split("`")[1] for row in table.splitlines()[2:]] == list(KEYS)
 

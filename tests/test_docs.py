@@ -1,0 +1,90 @@
+"""Every command the README and docs/ show still runs as written: the CLI accepts its options, its
+`--set` keys exist and take their values, and the networks it names can be built."""
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from sharenet.cli import build_parser
+from sharenet.engine.config import KEYS, coerce, parse_set
+from sharenet.models import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _fenced(text: str) -> list[str]:
+    """The contents of the page's shell code blocks (```bash, ```sh, or unlabelled)."""
+    blocks, lang, lines = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, lines = line[3:].strip(), []
+            else:
+                if lang in ("", "bash", "sh", "console"):
+                    blocks.append("\n".join(lines))
+                lang = None
+        elif lang is not None:
+            lines.append(line)
+    return blocks
+
+
+def _placeholder(words: list[str]) -> bool:
+    """A mention rather than an example: `sharenet study`, `sharenet params NAME --share S`."""
+    return len(words) < 3 or any(re.fullmatch(r"[A-Z][A-Z_]*|.*[\[|\]].*", w) for w in words)
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(page, command line) for each `sharenet ...` (or `torchrun ... -m sharenet ...`) a page shows:
+    every one in its shell code blocks, and the inline ones that are complete examples."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        chunks = [(c, False) for c in _fenced(text)]
+        chunks += [(c, True) for c in re.findall(r"`((?:[A-Z_]+=\S+ )*(?:sharenet|torchrun) [^`\n]+)`", text)]
+        for chunk, inline in chunks:
+            for line in chunk.replace("\\\n", " ").splitlines():
+                for part in line.strip().removeprefix("$ ").split("&&"):
+                    if not re.match(r"\s*([A-Z_]+=\S*\s+)*(sharenet|torchrun)\s", part):
+                        continue  # output, Python, YAML: not a command line
+                    words = shlex.split(part, comments=True)
+                    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # environment settings
+                        words.pop(0)
+                    if words[:1] == ["torchrun"] and "sharenet" in words:
+                        words = words[words.index("sharenet") :]
+                    if words[:1] == ["sharenet"] and "..." not in words and not (inline and _placeholder(words)):
+                        found.append((page.relative_to(ROOT).as_posix(), shlex.join(words)))
+    return found
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_pages_show_commands_of_every_kind():
+    kinds = {shlex.split(cmd)[1] for _, cmd in COMMANDS}
+    assert {"train", "eval", "params", "export", "predict", "bench", "study", "report", "import"} <= kinds
+    assert {page for page, _ in COMMANDS} >= {"README.md", "docs/models.md", "docs/training.md", "docs/deploy.md",
+                                              "docs/speed.md"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[f"{p}: {c}" for p, c in COMMANDS])
+def test_documented_command_is_accepted(page, command):
+    argv = shlex.split(command)[1:]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{page}: `{command}` is refused: {err.getvalue().strip().splitlines()[-1]}")
+    for dotted, value in parse_set(getattr(args, "set", None) or []).items():
+        assert dotted in KEYS, f"{page}: `{command}` sets an unknown key {dotted}"
+        coerce(dotted, value)
+    name = getattr(args, "name", None) if args.command == "params" else getattr(args, "model", None)
+    if args.command in ("params", "train", "bench", "import") and isinstance(name, str):
+        with torch.device("meta"):
+            create_model(name)
