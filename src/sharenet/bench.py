@@ -12,6 +12,7 @@ measured dense matmul rate that the training step achieves.
 
 from __future__ import annotations
 
+import datetime
 import statistics
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .engine.config import Config, apply
+from .engine.config import KEYS, Config, apply
 from .engine.device import autocast, cpu_isa, pick_device
 from .engine.fit import build_trainer
 from .models import count_macs, create_model, use_fused_kernel
@@ -165,6 +166,8 @@ def run_bench(
     model = create_model(name, in_chans=in_chans, **_options(cfg, share, in_chans))
     size = input_size or model.arch.input_size
     macs = count_macs(model, size, in_chans)
+    unshared = create_model(name, in_chans=in_chans, **_options(cfg, "none", in_chans))
+    predicted = count_macs(unshared, size, in_chans) / macs  # shared / unshared speed were MACs the only cost
     peak = matmul_flops(device, dtype)
     achieved = 3 * 2 * macs * train["fast"]  # forward + two backward products per MAC, 2 FLOPs each
     return {
@@ -188,12 +191,42 @@ def run_bench(
         "compile_s": facts["compile_s"],
         "compile_unshared_s": facts_none["compile_s"],
         "macs_per_image": macs,
+        "mac_predicted_ratio": predicted,
         "train_tflops": achieved / 1e12,
         "matmul_tflops": peak / 1e12,
         "fraction_of_matmul_peak": achieved / peak,
         "environment": facts["fast_path"],
         "peak_memory_mib": peak_memory,
+        "options": _named_options(cfg, share, in_chans),
+        "date": datetime.date.today().isoformat(),
     }
+
+
+def _named_options(cfg: Config, share: str, in_chans: int) -> dict:
+    """The scheme's options that differ from their defaults (`basis: double`), for the records."""
+    kwargs = _options(cfg, share, in_chans)
+    return {k: v for k, v in kwargs.items() if k != "share" and v != KEYS[f"model.{k}"].default}
+
+
+def scheme_table(records: list[dict]) -> str:
+    """Markdown table of `sharenet bench --json` records: each scheme's training step against the
+    unshared network's, and against what their multiply-accumulates predict."""
+    lines = [
+        "| CPU (ISA), date | fast path | scheme | shared train img/s | unshared | shared / unshared (per round) "
+        "| MACs predict | of the prediction |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        env, opts = r["environment"], ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        scheme = f"{r['model']} {r['share']}" + (f" ({opts})" if opts else "")
+        lines.append(
+            f"| {env['device_name']} ({env['isa']}), {r['date']} | {env['dtype']} {env['memory_format']}"
+            f"{' compiled' if r['compiled'] else ''} | {scheme} | {r['train_img_per_s']:.0f} | "
+            f"{r['unshared_train_img_per_s']:.0f} | {r['shared_vs_unshared']:.3f} "
+            f"({r['shared_vs_unshared_paired']:.3f}) "
+            f"| {r['mac_predicted_ratio']:.3f} | {r['shared_vs_unshared_paired'] / r['mac_predicted_ratio']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def format_table(r: dict) -> str:
@@ -215,7 +248,8 @@ def format_table(r: dict) -> str:
         f"{r['infer_img_per_s']:>13.0f}{r['infer_speedup_vs_baseline']:>8.2f}",
         f"{'unshared, fast path':<40}{r['unshared_train_img_per_s']:>12.0f}"
         f"{r['unshared_train_img_per_s'] / r['baseline_img_per_s']:>8.2f}",
-        f"shared / unshared training throughput: {r['shared_vs_unshared']:.3f}",
+        f"shared / unshared training throughput: {r['shared_vs_unshared']:.3f} (multiply-accumulates predict "
+        f"{r['mac_predicted_ratio']:.3f}: {r['shared_vs_unshared'] / r['mac_predicted_ratio']:.3f} of that)",
         f"median of per-round ratios: fast/baseline {r['speedup_vs_baseline_paired']:.2f}, "
         f"shared/unshared {r['shared_vs_unshared_paired']:.3f}",
         f"training step: {r['train_tflops']:.3f} TFLOP/s = {100 * r['fraction_of_matmul_peak']:.1f}% of this "

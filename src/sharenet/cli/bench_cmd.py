@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..engine.config import KEYS, parse_set
 
@@ -58,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="--infer: threads for every runtime (default: torch's default here)")
     p.add_argument("--data-dir", help="--infer --weights: where the run's data set lives, if not found by default")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--table",
+        nargs="+",
+        metavar="JSON",
+        help="print the markdown table of saved --json training "
+        "records (docs/speed.md's scheme table) instead of measuring",
+    )
     p.set_defaults(run=run)
 
 
@@ -65,6 +73,8 @@ def run(args) -> int:
     from ..bench import format_table, run_bench
     from ..engine.config import ConfigError
 
+    if args.table:
+        return print_table(args.table)
     if args.steps is None:
         args.steps = 2 if args.infer else 5  # a throughput-batch inference call takes as long as several steps
     checked = {
@@ -111,6 +121,22 @@ def run(args) -> int:
         args.input_size,
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def print_table(paths: list[str]) -> int:
+    from ..bench import scheme_table
+    from ..errors import InvalidArgumentError
+
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise InvalidArgumentError(f"--table: cannot read {path} as a bench record ({e})") from None
+        if "mac_predicted_ratio" not in records[-1]:
+            raise InvalidArgumentError(f"--table: {path} is not a `sharenet bench --json` training record")
+    print(scheme_table(records))
     return 0
 
 
