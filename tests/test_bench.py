@@ -205,3 +205,21 @@ def test_compile_cache_is_keyed_by_the_isa_level():
     native, limited = cache_dir(), cache_dir(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
     assert limited.endswith("-AVX2") and (native != limited or native.endswith("-AVX2"))
     assert cache_dir(TORCHINDUCTOR_CACHE_DIR="/tmp/chosen") == "/tmp/chosen"  # the user's choice stands
+
+
+def test_the_speed_pages_scheme_table_is_its_records():
+    """docs/speed.md's table of every scheme is `sharenet bench --table docs/speed/*.json`, and says
+    what the done-when of the speed issue asks: each scheme's ratio and its MAC prediction."""
+    import json
+    from pathlib import Path
+
+    from sharenet.bench import scheme_table
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    records = [json.loads(p.read_text()) for p in sorted((docs / "speed").glob("*.json"))]
+    page = (docs / "speed.md").read_text()
+    start, end = "<!-- sharenet bench --table docs/speed/*.json -->\n", "\n<!-- end sharenet bench --table -->"
+    assert page[page.index(start) + len(start) : page.index(end)] == scheme_table(records)
+    shares = {(r["share"], tuple(r["options"].items()), r["environment"]["isa"]) for r in records}
+    for isa in ("AVX2", "AVX512-BF16"):
+        assert {s for s, _, i in shares if i == isa} == {"stage", "block", "templates", "basis", "ring"}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .engine.config import KEYS, Config, apply
 from .engine.device import autocast, cpu_isa, pick_device
 from .engine.fit import build_trainer
-from .models import count_macs, create_model, use_fused_kernel
+from .models import SCHEMES, count_macs, create_model, use_fused_kernel
 
 
 def _inputs(model, batch: int, device, channels_last: bool, size: int | None = None):
@@ -216,6 +216,8 @@ def scheme_table(records: list[dict]) -> str:
         "| MACs predict | of the prediction |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    order = {scheme: i for i, scheme in enumerate(SCHEMES)}
+    records = sorted(records, key=lambda r: (r["environment"]["isa"], order[r["share"]], str(r["options"]), r["date"]))
     for r in records:
         env, opts = r["environment"], ", ".join(f"{k}={v}" for k, v in r["options"].items())
         scheme = f"{r['model']} {r['share']}" + (f" ({opts})" if opts else "")
