@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sharenet.engine.recipes import recipe_config
 from sharenet.engine.validate import check_config
 from sharenet.study.ablation import recipe_of
 from sharenet.study.claims import answer_claims
+from sharenet.study.frontier import frontier_markdown, frontier_plot, verdict
 from sharenet.study.records import RunRecord
 from sharenet.study.runner import load_spec, plan_runs
 
@@ -122,6 +124,35 @@ def test_budget_study_plans_its_grid_with_each_lines_seeds(tmp_path):
 
 def _record(model, share, seed, params, top1, train_error):
     return RunRecord(Path("."), "fashion-mnist", model, share, seed, params, top1, train_error, 3.0, 1.0, [], [])
+
+
+def test_frontier_pairs_each_line_with_the_plain_one_at_its_budget(tmp_path):
+    """#29's frontier: lines of runs that differ only in their budget, paired by seed per budget."""
+    records = []
+    for budget, (plain, ring) in {20_000: (17_254, 20_000), 45_000: (40_906, 45_000)}.items():
+        for seed in (0, 1):
+            at = {"budget": budget}
+            records.append(
+                replace(
+                    _record("resnet20", "none", seed, plain, 0.80 + 0.01 * seed, 0.1),
+                    **at,
+                    variant=f"width 4, budget {budget:,}",
+                )
+            )
+            records.append(
+                replace(
+                    _record("resnet56", "ring", seed, ring, 0.85 + 0.01 * seed, 0.1),
+                    **at,
+                    variant=f"ring_size=15,142, budget {budget:,}",
+                )
+            )
+    records.append(_record("resnet8", "none", 0, 40_000, 0.79, 0.1))  # an unbudgeted point in range
+    table = frontier_markdown(records)
+    assert "| 20,000 | 17,254: 80.50 ± 0.71 (2) | 20,000: 85.50 ± 0.71 (2) | +5.00 ± 0.00 (better) |" in table
+    assert frontier_markdown(records[:2]) == ""  # one budget per line: no frontier
+    png = frontier_plot(records, tmp_path / "frontier.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and Image.open(png).size[0] > 500
+    assert verdict([0.01, -0.02]) == "not resolved at n = 2" and verdict([-0.02, -0.03]) == "worse"
 
 
 def test_claims_pair_seeds_and_match_parameter_counts():

@@ -25,6 +25,7 @@ class RunRecord:
     curve: list[tuple[float, float]]  # (epoch, test top-1) per epoch row
     loss_curve: list[tuple[float, float]]  # (epoch, training loss) per logged training row
     variant: str = ""  # what else shaped the model: a width other than the family's, the scheme's options
+    budget: int | None = None  # model.params: the parameter budget the model was solved for
 
 
 def collect(paths: list[str | Path]) -> list[RunRecord]:
@@ -56,6 +57,7 @@ def _record(run: RunDir) -> RunRecord:
         [(r["epoch"], r["test_top1"]) for r in epochs],
         [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"],
         variant(config["model"]),
+        config["model"].get("params"),
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..models import SCHEMES
 from ..paper import PAPER_TOP1_ERROR
 from .claims import answer_claims, claims_markdown
+from .frontier import frontier_markdown, frontier_plot
 from .plots import accuracy_vs_params, curves_per_model
 from .records import RunRecord, mean_std
 
@@ -112,6 +113,20 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
             "Differences are paired by seed (shared minus unshared run of the same seed) for claims 1-2; "
             'claim 3 compares each shared run with the mean of the unshared runs. "within seed noise": '
             "the mean difference is no larger than the seed spread (std).",
+            "",
+        ]
+    frontier = frontier_markdown(records)
+    if frontier:
+        files["frontier"] = frontier_plot(records, stem.with_name(stem.name + "-frontier.png"))
+        text += [
+            "## The frontier: equal budgets where capacity binds",
+            "",
+            frontier,
+            "Each line's runs differ only in their parameter budget (model.params): the plain network at the "
+            "width that fits, or the ring of the size that meets it. Differences are paired by seed against the "
+            "plain line at the same budget; 'not resolved' where the seed spread covers the difference.",
+            "",
+            f"![test top-1 against parameters, each line with its seeds' range]({files['frontier'].name})",
             "",
         ]
     text += [

@@ -1,0 +1,129 @@
+"""The frontier where capacity binds: test top-1 against parameters, one line per kind of network
+whose runs differ only in their parameter budget (`model.params`).
+
+A line is (data set, model, scheme, scheme options): the plain network at the width a budget
+allows, sharing at the same depth, depth bought with shared parameters. Each is compared with the
+plain line at the same budget, paired by seed; a difference no larger than its seed spread is not
+resolved at that n. Unbudgeted plain networks within the budgets' range stand as single points.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from .records import RunRecord, mean_std
+
+Line = tuple[str, str, str, str]  # data set, model, scheme, scheme options
+
+
+def _options(r: RunRecord) -> str:
+    """The variant without what the budget chose (width, ring size) and without the budget itself."""
+    parts = [p for p in r.variant.split(", ") if p and not p.startswith(("width ", "budget ", "ring_size="))]
+    return ", ".join(parts)
+
+
+def budget_lines(records: list[RunRecord]) -> dict[Line, dict[int, list[RunRecord]]]:
+    """Lines of at least two budgets: line -> budget -> its runs."""
+    lines: dict[Line, dict[int, list[RunRecord]]] = {}
+    for r in records:
+        if r.budget is not None:
+            key = (r.dataset, r.model, r.share, _options(r))
+            lines.setdefault(key, {}).setdefault(r.budget, []).append(r)
+    return {k: dict(sorted(v.items())) for k, v in lines.items() if len(v) > 1}
+
+
+def name(line: Line) -> str:
+    _, model, share, options = line
+    return f"{model} {share}" + (f" ({options})" if options else "")
+
+
+def _paired(a: list[RunRecord], b: list[RunRecord]) -> list[float]:
+    by_seed = {r.seed: r.test_top1 for r in b}
+    return [r.test_top1 - by_seed[r.seed] for r in sorted(a, key=lambda r: r.seed) if r.seed in by_seed]
+
+
+def verdict(diffs: list[float]) -> str:
+    if not diffs:
+        return ""
+    mean, std = mean_std(diffs)
+    if len(diffs) < 2 or abs(mean) <= std:
+        return f"not resolved at n = {len(diffs)}"
+    return "better" if mean > 0 else "worse"
+
+
+def frontier_markdown(records: list[RunRecord]) -> str:
+    """Per budget: each line's params and test top-1, and each shared line minus the plain one."""
+    lines = budget_lines(records)
+    if not lines:
+        return ""
+    budgets = sorted({b for runs in lines.values() for b in runs})
+    head = "| budget | " + " | ".join(f"{name(k)}: params, test top-1 % (n)" for k in lines)
+    plain = {k[0]: k for k in lines if k[2] == "none"}  # per data set, the plain line
+    shared = [k for k in lines if k[2] != "none" and k[0] in plain]
+    head += "".join(f" | {name(k)} - {name(plain[k[0]])}, pts (verdict)" for k in shared) + " |"
+    out = [head, "|" + "---|" * (1 + len(lines) + len(shared))]
+    for budget in budgets:
+        cells = []
+        for runs in lines.values():
+            if budget not in runs:
+                cells.append("")
+                continue
+            top1, std = mean_std([r.test_top1 for r in runs[budget]])
+            params = runs[budget][0].params
+            cells.append(f"{params:,}: {100 * top1:.2f} ± {100 * std:.2f} ({len(runs[budget])})")
+        for k in shared:
+            base = lines[plain[k[0]]].get(budget)
+            diffs = _paired(lines[k].get(budget, []), base or [])
+            cells.append(
+                f"{100 * mean_std(diffs)[0]:+.2f} ± {100 * mean_std(diffs)[1]:.2f} ({verdict(diffs)})" if diffs else ""
+            )
+        out.append(f"| {budget:,} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def frontier_plot(records: list[RunRecord], path: Path) -> Path | None:
+    """Test top-1 against parameters (log scale): each line's seed mean, its seeds' range as bars;
+    unbudgeted plain networks in the budgets' range as single points."""
+    lines = budget_lines(records)
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for key, runs in lines.items():
+        xs, ys, lo, hi = [], [], [], []
+        for group in runs.values():
+            tops = [100 * r.test_top1 for r in group]
+            mean = sum(tops) / len(tops)
+            xs.append(group[0].params)
+            ys.append(mean)
+            lo.append(mean - min(tops))
+            hi.append(max(tops) - mean)
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"{name(key)} (n per point {len(group)})")
+    top = max(b for runs in lines.values() for b in runs)
+    points: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if r.budget is None and r.share == "none" and r.params <= 1.1 * top:
+            points.setdefault(r.model, []).append(r)
+    for model, group in sorted(points.items()):
+        tops = [100 * r.test_top1 for r in group]
+        mean = sum(tops) / len(tops)
+        ax.errorbar(
+            [group[0].params],
+            [mean],
+            yerr=[[mean - min(tops)], [max(tops) - mean]],
+            fmt="s",
+            capsize=3,
+            color="black",
+            label=f"{model} none (n {len(group)})",
+        )
+    ax.set(xscale="log", xlabel="parameters", ylabel="test top-1 (%), final epoch", title="where capacity binds")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
