@@ -2,8 +2,8 @@
 
 Each answer is computed, never written by hand, so a regenerated report cannot drift from its
 run files: differences are paired by seed where both runs share one (same data order, same
-initial draw of the unshared weights), and a difference smaller than its own seed spread is
-called what it is, noise.
+initial draw of the unshared weights), and a difference no larger than its own seed spread (or
+one pair alone) is called what it is: not resolved at that number of seeds.
 
 1. Sharing costs little accuracy: ShaResNet reports < 1 point on CIFAR, Dai et al. within 0.5.
 2. Intra-block sharing lowers the training error (Dai et al.).
@@ -50,9 +50,11 @@ def _paired(records, dataset, model, share, field) -> list[float]:
     ]
 
 
-def _noise(diffs: list[float]) -> bool:
-    """The mean difference is no larger than its seed spread (one pair alone is never called noise)."""
-    return len(diffs) > 1 and abs(statistics.fmean(diffs)) <= statistics.stdev(diffs)
+def _unresolved(diffs: list[float]) -> str:
+    """ "not resolved at n = k" when the mean difference is no larger than its seed spread, or k = 1."""
+    if len(diffs) > 1 and abs(statistics.fmean(diffs)) > statistics.stdev(diffs):
+        return ""
+    return f"not resolved at n = {len(diffs)}"
 
 
 def answer_claims(records: list[RunRecord]) -> list[Answer]:
@@ -74,14 +76,14 @@ def answer_claims(records: list[RunRecord]) -> list[Answer]:
                 if cost <= tol
                 else f"fails (cost {100 * cost:.2f} > {100 * tol:g} pts)"
             )
-            if _noise(diffs):
-                verdict += "; within seed noise"
+            if _unresolved(diffs):
+                verdict += f"; its sign {_unresolved(diffs)}"
             answers.append(Answer("1. sharing costs little accuracy", f"{model} {share} - none", diffs, verdict))
     for dataset, model in groups:
         diffs = _paired(records, dataset, model, "block", "train_error")
         if diffs:
             lower = statistics.fmean(diffs) < 0
-            verdict = ("holds" if lower else "fails") + ("; within seed noise" if _noise(diffs) else "")
+            verdict = _unresolved(diffs) or ("holds" if lower else "fails")
             answers.append(
                 Answer("2. block sharing lowers training error", f"{model} block - none (train error)", diffs, verdict)
             )
@@ -106,7 +108,8 @@ def _same_params(records: list[RunRecord]) -> list[Answer]:
         b = [r.test_top1 for r in records if (r.dataset, r.model, r.share) == (dataset, other, "none")]
         (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
         diff, spread = mean_a - mean_b, max(std_a, std_b)
-        verdict = ("holds" if diff > 0 else "fails") + ("; within seed noise" if abs(diff) <= spread else "")
+        unresolved = f"not resolved at n = {len(a)}" if abs(diff) <= spread or len(a) < 2 else ""
+        verdict = unresolved or ("holds" if diff > 0 else "fails")
         answers.append(
             Answer(
                 "3. shared deep beats unshared of equal size",
