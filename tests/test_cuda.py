@@ -7,9 +7,6 @@ the reason. `pytest -m cuda` runs exactly these (the README's GPU command, with 
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,6 +18,7 @@ from sharenet.engine.fit import build_trainer
 from sharenet.models import create_model
 
 from .helpers import assert_tied
+from .test_distributed import torchrun
 from .test_resume import _kill_after, _start
 from .test_ties import CASES
 from .test_train_cli import sharenet_cli
@@ -110,28 +108,7 @@ def test_a_run_trained_on_cuda_exports_and_checks(fmnist_dir, tmp_path):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs for two NCCL ranks")
 def test_two_nccl_ranks_train_in_step(fmnist_dir, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "sharenet",
-        "train",
-        "--data-dir",
-        str(fmnist_dir),
-        "--out",
-        str(out),
-        *GPU,
-        "--max-steps",
-        "12",
-    ]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(2, "--data-dir", str(fmnist_dir), "--out", str(out), *GPU, "--max-steps", "12")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(set(summary["rank_param_sha256"])) == 1
 

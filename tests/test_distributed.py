@@ -21,7 +21,8 @@ COMMON = ["--batch-size", "64", "--no-progress", "--set", "run.log_every=5"]
 
 
 def torchrun(nproc: int, *args, check: bool = True) -> subprocess.CompletedProcess:
-    """`sharenet train` on `nproc` one-thread CPU ranks; with check, the run must succeed."""
+    """`sharenet train` on `nproc` one-thread ranks (gloo on CPUs; NCCL, a GPU each, with --device cuda);
+    with check, the run must succeed."""
     cmd = [
         sys.executable,
         "-m",

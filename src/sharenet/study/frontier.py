@@ -79,9 +79,8 @@ def frontier_markdown(records: list[RunRecord]) -> str:
         for k in shared:
             base = lines[plain[k[0]]].get(budget)
             diffs = _paired(lines[k].get(budget, []), base or [])
-            cells.append(
-                f"{100 * mean_std(diffs)[0]:+.2f} ± {100 * mean_std(diffs)[1]:.2f} ({verdict(diffs)})" if diffs else ""
-            )
+            mean, std = mean_std(diffs) if diffs else (0.0, 0.0)
+            cells.append(f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(diffs)})" if diffs else "")
         out.append(f"| {budget:,} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
