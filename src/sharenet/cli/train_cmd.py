@@ -1,4 +1,4 @@
-"""`sharenet train` and `sharenet eval`."""
+"""`sharenet train`, `sharenet compress` (training from a teacher) and `sharenet eval`."""
 
 from __future__ import annotations
 
@@ -13,20 +13,25 @@ from ..engine.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: resnet20 share=stage on Fashion-MNIST)")
-    p.add_argument("--recipe", choices=list(RECIPES), help=f"named preset (default {DEFAULT_RECIPE})")
-    add_key_flags(p)
-    p.add_argument("--resume", metavar="auto|PATH", help="continue from the newest checkpoint in --out, or PATH")
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML: {recipe: NAME, model: {...}, optim: {...}, ...}")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override any key (repeatable); --list-keys shows them all",
-    )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_train_args(p, DEFAULT_RECIPE)
     p.add_argument("--list-keys", action="store_true", help="print every config key as a Markdown table and exit")
     p.set_defaults(run=run_train)
+
+    p = sub.add_parser(
+        "compress",
+        help="a shared network from a trained one: its weights fitted to the scheme, then distilled from it",
+        description="Train a student under --share (and --params) from TEACHER: started from the teacher's "
+        "weights fitted to the student's sharing plan, BatchNorm re-estimated, then trained on the teacher's data "
+        "with knowledge distillation (the compress recipe: 2 epochs). The student is the teacher's architecture "
+        "unless flags change it; a run directory like any training run's.",
+    )
+    p.add_argument(
+        "teacher",
+        help="run directory, sharenet weight file, or a checkpoint sharenet import reads (then --model names its "
+        "architecture and --dataset its data)",
+    )
+    add_train_args(p, default_recipe="compress")
+    p.set_defaults(run=run_compress)
 
     p = sub.add_parser("eval", help="evaluate a run directory or weight file on a test set")
     p.add_argument("source", help="run directory or .safetensors weight file")
@@ -44,6 +49,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_evaluate)
 
 
+def add_train_args(p: argparse.ArgumentParser, default_recipe: str) -> None:
+    """What `train` and `compress` share: recipe, key flags, --resume, --config, --set."""
+    p.add_argument("--recipe", choices=list(RECIPES), help=f"named preset (default {default_recipe})")
+    add_key_flags(p)
+    p.add_argument("--resume", metavar="auto|PATH", help="continue from the newest checkpoint in --out, or PATH")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML: {recipe: NAME, model: {...}, optim: {...}, ...}")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any key (repeatable); --list-keys shows them all",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
 def add_key_flags(p: argparse.ArgumentParser) -> None:
     """One option per key declared with a flag, stored under the key's own name; help is its why."""
     for k in KEYS.values():
@@ -59,10 +80,11 @@ def add_key_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(k.flag, dest=k.name, type=kind, choices=k.choices or None, metavar=metavar, help=helptext)
 
 
-def resolve_config(args):
-    """defaults < recipe < --config file < flags < --set."""
+def resolve_config(args, default_recipe: str | None = None, base: dict | None = None):
+    """defaults < recipe < `base` (compress: what the teacher says) < --config file < flags < --set."""
     tree = read_yaml(args.config) if args.config else {}
-    cfg = recipe_config(args.recipe or tree.get("recipe"))
+    cfg = recipe_config(args.recipe or tree.get("recipe") or default_recipe)
+    cfg = apply(cfg, base or {})
     cfg = apply(cfg, flatten(tree, args.config) if tree else {})
     flags = {k.name: getattr(args, k.name) for k in KEYS.values() if k.flag}
     cfg = apply(cfg, {name: value for name, value in flags.items() if value is not None})
@@ -119,6 +141,67 @@ def run_train(args) -> int:
 
     fit(cfg, resume=args.resume)
     return 0
+
+
+def run_compress(args) -> int:
+    cfg = compress_config(args)
+    if args.print_config:
+        from ..engine.validate import check_config
+
+        check_config(cfg)
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    if args.resume == "auto" and not cfg.run.out:
+        raise ConfigError("--resume auto needs --out DIR: the run directory to continue")
+    from ..engine.fit import fit
+
+    summary = fit(cfg, resume=args.resume)
+    t, start = summary["teacher"], summary.get("start") or {}
+    stages = [("fitted", "fitted_test_top1"), ("BatchNorm re-estimated", "bn_test_top1")]
+    steps = [f"{start[k]:.4f} {label}" for label, k in stages if k in start]
+    steps.append(f"{summary['test_top1']:.4f} distilled")
+    print(
+        f"teacher: {t['params']:,} parameters, test top-1 {t['test_top1']:.4f}; "
+        f"student: {summary['params']:,} parameters, test top-1 " + " -> ".join(steps)
+    )
+    return 0
+
+
+def compress_config(args):
+    """The student's config: the compress recipe, then the teacher's architecture and data set
+    (from its weight file), then the flags; distil.teacher and distil.fit set."""
+    from ..engine.distil import describe
+
+    explicit = (
+        {**flatten(read_yaml(args.config), args.config), **parse_set(args.set)} if args.config else parse_set(args.set)
+    )
+    flags = {k.name for k in KEYS.values() if k.flag and getattr(args, k.name) is not None}
+    if "model.share" not in flags | set(explicit):
+        raise ConfigError("sharenet compress needs --share SCHEME: the scheme the student shares its weights by")
+    about = describe(args.teacher)
+    base = {"distil.teacher": args.teacher, "distil.fit": True}
+    if about:
+        c = about["config"]
+        base.update({"model.name": c["name"], "model.width": c.get("width"), "model.shortcut": c.get("shortcut")})
+        base["model.dropout"] = c.get("dropout") or 0.0
+        if about["dataset"]:
+            base["data.dataset"] = about["dataset"]
+    else:
+        missing = [
+            flag
+            for flag, name in (("--model", "model.name"), ("--dataset", "data.dataset"))
+            if name not in flags | set(explicit)
+        ]
+        if missing:
+            needed = " and ".join(missing)
+            raise ConfigError(
+                f"teacher {args.teacher} has no sharenet metadata: name its architecture and data with {needed}"
+            )
+    cfg = resolve_config(args, "compress", base)
+    m = cfg.model
+    if m.params is not None and m.share != "ring" and "model.width" not in explicit:
+        cfg = apply(cfg, {"model.width": None})  # the budget chooses the width (which then cannot be fitted)
+    return cfg
 
 
 def run_evaluate(args) -> int:

@@ -100,7 +100,7 @@ class ModelConfig:
                             "ImageNet 64; WRN 16k), or what model.params chooses", low=1, resume=True)
     params: int | None = key(None, "a parameter budget: share=ring gets the ring size that makes the count exactly "
                              "this, every other scheme the widest network within it (the choice is printed and "
-                             "recorded in config.json)", low=1, resume=True)
+                             "recorded in config.json)", low=1, resume=True, flag=True)
     templates: int = key(2, "share=templates: kernels in each stage's bank (Savarese & Maire's s)", low=1, resume=True)
     shared_rank: int = key(16, "share=basis: first-stage rank of the shared basis, scaled with the stage width "
                            "(Kang et al.'s S)", low=1, resume=True)
@@ -207,6 +207,24 @@ class RunConfig:
     deterministic: bool = key(False, "deterministic algorithms only (torch.use_deterministic_algorithms; cuBLAS "
                               "workspace :4096:8): a CUDA run and its resume repeat bit for bit, somewhat slower; "
                               "CPU runs are deterministic without it", local=True)
+
+
+@dataclass(frozen=True)
+class DistilConfig:
+    teacher: str | None = key(None, "knowledge distillation (Hinton et al.): a trained network whose temperature-"
+                              "softened outputs the student also matches; a run directory, a sharenet weight file or "
+                              "any checkpoint sharenet import reads (then of model.name's architecture); none: labels "
+                              "only. A resume checks it is the same file (SHA-256)")
+    fit: bool = key(False, "start the student from the teacher's weights, each shared tensor fitted to the kernels it "
+                    "replaces (mean, SVD, least squares), then re-estimate BatchNorm; sharenet compress sets it. A "
+                    "student of another width or depth cannot be fitted: it starts from scratch, as the run says",
+                    resume=True)
+    alpha: float = key(0.9, "weight of the distillation term: loss = (1 - alpha) CE + alpha T^2 KL(teacher || "
+                       "student); 0.9 with T = 4 is the knowledge-distillation setting of Tian et al.'s CRD "
+                       "benchmark", low=0)
+    temperature: float = key(4.0, "T, the softmax temperature of both networks' outputs in the KL term", low=0)
+    bn_batches: int = key(100, "distil.fit: training batches whose statistics replace the fitted student's BatchNorm "
+                          "running statistics before training (0: keep the teacher's)", low=0, resume=True)
 # fmt: on
 
 
@@ -216,6 +234,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    distil: DistilConfig = field(default_factory=DistilConfig)
     recipe: str = "fashion-mnist"
 
     def to_dict(self) -> dict:

@@ -21,7 +21,20 @@ from . import syncbn
 from .checkpoint import find_latest, load_checkpoint, restore_training_state
 from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
-from .device import pick_device, use_deterministic
+from .device import pick_device, pick_dtype, use_deterministic
+from .distil import (
+    Distillation,
+    Teacher,
+    check_data,
+    check_student,
+    fit_student,
+    fittable,
+    on_fast_path,
+    read_teacher,
+    reestimate_batchnorm,
+    start_record,
+    test_top1,
+)
 from .ema import WeightEMA
 from .fastpath import decide, prepare
 from .loop import Fit, Position, eval_model, final_evaluation, say, train
@@ -51,21 +64,28 @@ def fit(cfg: Config, resume: str | None = None) -> dict:
 
 
 def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
+    teacher = read_teacher(cfg.distil.teacher, cfg.model.name) if cfg.distil.teacher else None
+    if teacher is not None:
+        check_student(cfg, teacher)  # before anything is written
     run = open_run_dir(cfg, resume)
     found = resume_state(run, resume, cfg)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     streams = make_streams(cfg, device, dist.rank(), dist.world_size())
+    if teacher is not None:
+        check_data(teacher, streams.classes, streams.in_chans, streams.preprocess.to_dict())
     model = build_model(cfg, streams, device)
     cfg = replace(cfg, model=cfg.model.resolved(model.config))  # records what a budget chose
-    trainer = build_trainer(cfg, model, device, len(streams.train))
+    start = start_from_teacher(cfg, model, teacher, streams, device) if teacher and found is None else None
+    trainer = build_trainer(cfg, model, device, len(streams.train), teacher)
     pos = restore(run, found, trainer, cfg, len(streams.train))
+    distilled = teacher_record(run, teacher, trainer, streams, start) if teacher else None
     if run:
         sizes = {"world_size": dist.world_size(), "batch_per_rank": streams.train.batch_size}
         run.write_config({**cfg.to_dict(), **sizes}, trainer.fast.record())
     t0 = time.perf_counter()
     with StopRequest() as stop:  # a signal from here on stops after a step, with a checkpoint
-        fit = Fit(cfg, trainer, streams, run, pos, stop)
+        fit = Fit(cfg, trainer, streams, run, pos, stop, distilled=distilled)
         img_per_s = train(fit)
         return finish(fit, time.perf_counter() - t0, img_per_s)
 
@@ -96,8 +116,50 @@ def build_model(cfg: Config, streams: Streams, device: torch.device) -> torch.nn
     return model.to(device)
 
 
-def build_trainer(cfg: Config, model, device: torch.device, steps_per_epoch: int) -> Trainer:
-    """The model on this machine's fast path (fastpath.py), with its optimizer, schedule and EMA."""
+def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, device: torch.device) -> dict:
+    """A fresh start under distillation: with distil.fit, the student fitted to its teacher and its
+    BatchNorm statistics re-estimated, each measured on the test set (distil.py)."""
+    if not cfg.distil.fit:
+        return {"from": "scratch"}
+    if not fittable(model, teacher):
+        arch = [f"{c['name']} width {c['width']}" for c in (model.config, teacher.model.config)]
+        say(
+            f"the student ({arch[0]}) is not the teacher's architecture ({arch[1]}): a width or depth change "
+            "cannot be fitted, so it starts from scratch, with distillation"
+        )
+        return {"from": "scratch", "fittable": False}
+    dtype = pick_dtype(cfg.run.precision, device)
+    error = fit_student(model, teacher)
+    fitted = test_top1(model, streams, device, dtype)
+    used = reestimate_batchnorm(model, streams.train.epoch(0), cfg.distil.bn_batches, device, dtype)
+    after = test_top1(model, streams, device, dtype) if used else fitted
+    say(
+        f"fitted to the teacher (mean relative error of the convs {error:.3f}): test top-1 {fitted:.4f}; "
+        f"after re-estimating BatchNorm on {used} training batches {after:.4f}"
+    )
+    return {"from": "fit", "fit_error": error, "fitted_test_top1": fitted, "bn_batches": used, "bn_test_top1": after}
+
+
+def teacher_record(run: RunDir | None, teacher: Teacher, trainer: Trainer, streams: Streams, start: dict | None):
+    """summary.json's teacher and start. The teacher is measured at every start (on every rank: the
+    evaluation is collective); the student's start is logged at a fresh one (a metrics row at step
+    0) and read back on a resume, after checking the teacher is the same file."""
+    top1 = test_top1(trainer.distil.teacher, streams, trainer.device, trainer.dtype)
+    say(f"teacher {teacher.file}: {teacher.params:,} parameters, test top-1 {top1:.4f}")
+    if start is None:  # resumed
+        row = start_record(run, teacher)
+        start = row["start"] if row else None
+    elif run:
+        row = {"kind": "distil", "step": 0, "teacher_sha256": teacher.sha256, "teacher_test_top1": top1}
+        run.log({**row, "start": start})
+    return {"teacher": teacher.record(top1), "start": start}
+
+
+def build_trainer(
+    cfg: Config, model, device: torch.device, steps_per_epoch: int, teacher: Teacher | None = None
+) -> Trainer:
+    """The model on this machine's fast path (fastpath.py), with its optimizer, schedule and EMA,
+    and the frozen teacher on the same path when distilling."""
     o = cfg.optim
     fast = decide(cfg.run, device, o.epochs * steps_per_epoch)
     if cfg.run.sync_bn and dist.world_size() > 1:
@@ -115,8 +177,23 @@ def build_trainer(cfg: Config, model, device: torch.device, steps_per_epoch: int
         if o.ortho_penalty and model.share == "basis"
         else None
     )
+    distil = None
+    if teacher is not None:
+        frozen = on_fast_path(teacher, device, fast.channels_last, fast.compile)
+        distil = Distillation(frozen, cfg.distil.alpha, cfg.distil.temperature)
     return Trainer(
-        wrapped, optimizer, scheduler, device, fast.dtype, o.label_smoothing, o.grad_clip, ema, scaler, fast, penalty
+        wrapped,
+        optimizer,
+        scheduler,
+        device,
+        fast.dtype,
+        o.label_smoothing,
+        o.grad_clip,
+        ema,
+        scaler,
+        fast,
+        penalty,
+        distil,
     )
 
 
@@ -171,6 +248,7 @@ def finish(fit: Fit, wall_s: float, img_per_s: float) -> dict:
         "dataset": cfg.data.dataset,
         "weights": "ema" if trainer.ema is not None else "final",
         "rank_param_sha256": dist.gather(tensors_digest(dict(model.named_parameters()))),  # equal on every rank
+        **(fit.distilled or {}),  # the teacher, and how the student started
     }
     if run:
         write_results(cfg, run, model, streams, summary)

@@ -83,6 +83,7 @@ class Fit:
     last_saved: float = field(default_factory=time.monotonic)
     busy_s: float = 0.0  # wall time of the epochs' steps, for the mean images/s
     images: int = 0
+    distilled: dict | None = None  # distillation: the teacher's record and the student's start, for summary.json
 
     @property
     def steps_per_epoch(self) -> int:

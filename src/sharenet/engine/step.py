@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,9 @@ from ..errors import SharenetError
 from . import distributed as dist
 from .device import autocast
 from .fastpath import FastPath
+
+if TYPE_CHECKING:
+    from .distil import Distillation
 
 
 class NonFiniteError(SharenetError):
@@ -35,13 +39,17 @@ class Trainer:
     scaler: torch.amp.GradScaler | None = None
     fast: FastPath | None = None  # what the step runs with on this machine, for the run's records
     penalty: Callable[[], torch.Tensor] | None = None  # minimised with the loss, not logged in it: the bases' term
+    distil: Distillation | None = None  # a frozen teacher's term (distil.py), likewise not in the logged loss
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward, guard, update. Returns (loss, number correct) as tensors (no host sync)."""
         with autocast(self.device, self.dtype):
             logits = self.model(x)
+            teacher = self.distil.teacher_logits(x) if self.distil is not None else None
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        objective = loss + self.penalty() if self.penalty is not None else loss  # the logged loss stays comparable
+        objective = loss if teacher is None else self.distil.objective(loss, logits, teacher)
+        if self.penalty is not None:
+            objective = objective + self.penalty()  # the logged loss stays the labels' CE: comparable across runs
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(objective).backward()

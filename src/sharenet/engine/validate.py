@@ -33,6 +33,13 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{k.name}={value!r} is invalid: needs {need}")
         if not (k.below is None or k.low <= value < k.below):
             raise ConfigError(f"{k.name}={value!r} must be in {k.bounds}")
+    d = cfg.distil
+    if d.alpha > 1:
+        raise ConfigError(f"distil.alpha={d.alpha!r} must be in [0, 1]")
+    if d.temperature <= 0:
+        raise ConfigError(f"distil.temperature={d.temperature!r} must be positive")
+    if d.fit and not d.teacher:
+        raise ConfigError("distil.fit=true fits the student to a teacher: set distil.teacher=PATH too")
     m = cfg.model
     kwargs = {**m.create_kwargs(), "params": None}  # a budget depends on the data's classes and channels:
     with torch.device("meta"):  # it is solved when the model is built; here name, depth, scheme and options

@@ -1,0 +1,226 @@
+"""Knowledge distillation, and compression of a trained network into a shared one.
+
+Hinton, Vinyals & Dean ("Distilling the Knowledge in a Neural Network", 2015): the student
+minimises (1 - alpha) CE(labels) + alpha T^2 KL(p_T || q_T), where p_T and q_T are the teacher's
+and the student's softmax at temperature T; the T^2 keeps the soft term's gradients at the hard
+term's scale whatever T is. The teacher is frozen: eval mode, no gradients, on the student's
+fast path (device, autocast dtype, memory format, compilation).
+
+`sharenet compress` (distil.fit) starts the student from its teacher: each shared tensor of the
+student's plan is fitted to the teacher's kernels it replaces (weights/transfer.py `fuse`). A
+fused kernel shifts the statistics of every activation after it, so the BatchNorm running
+statistics the teacher left are re-estimated on training batches before the first step. Each
+stage of that start is measured on the test set and recorded (metrics.jsonl, summary.json).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import WeightsError
+from ..models import ResNet, count_params, create_model
+from ..rundir import CONFIG, WEIGHTS, RunDir
+from ..storage import file_digest
+from ..weights import load, load_weights
+from ..weights.files import read_metadata
+from ..weights.peers import detect_layout, to_sharenet
+from ..weights.transfer import fuse, read_state, unshared_state_dict
+from . import distributed as dist
+from .checkpoint import CheckpointError
+from .config import Config, ConfigError
+from .device import autocast
+from .step import evaluate
+
+ARCHITECTURE = ("name", "width", "shortcut", "num_classes", "in_chans")  # what a fit needs to be equal
+
+
+@dataclass
+class Teacher:
+    model: ResNet  # frozen, in eval mode, on the CPU until `on_fast_path`
+    file: Path  # the weight file read
+    sha256: str  # of that file's bytes: the run records it, a resume checks it
+    dataset: str | None  # what it was trained on, where its file says
+    preprocess: dict | None  # how its inputs were made, where its file says
+    params: int  # counted before freezing (count_params counts trainable tensors)
+
+    def record(self, test_top1: float) -> dict:
+        """summary.json's account of the teacher."""
+        return {"file": str(self.file), "sha256": self.sha256, "params": self.params, "test_top1": test_top1}
+
+
+def weight_file(path: str | Path) -> Path:
+    """The weight file a teacher names: a run directory's model.safetensors, or the file itself."""
+    src = Path(path)
+    if src.is_dir():
+        if not (src / WEIGHTS).is_file():
+            raise WeightsError(f"teacher {src} holds no finished run: {WEIGHTS} is missing")
+        return src / WEIGHTS
+    if not src.is_file():
+        raise WeightsError(f"teacher {src} does not exist")
+    return src
+
+
+def describe(path: str | Path) -> dict:
+    """What a teacher's own file says about it, without building it: {"config": model config,
+    "dataset": data set or None}; {} for a checkpoint without sharenet metadata."""
+    file = weight_file(path)
+    meta = read_metadata(file) if file.suffix == ".safetensors" else None
+    if not meta:
+        return {}
+    dataset = meta.get("extra", {}).get("dataset")
+    run_config = file.parent / CONFIG
+    if dataset is None and Path(path).is_dir() and run_config.is_file():
+        dataset = json.loads(run_config.read_text()).get("data", {}).get("dataset")
+    return {"config": meta["config"], "dataset": dataset}
+
+
+def read_teacher(path: str | Path, name: str) -> Teacher:
+    """The teacher, verified and frozen. A file without sharenet metadata (a CIFAR-ResNet or
+    torchvision checkpoint, ...) is read as architecture `name`, its classes and input channels
+    taken from its head and stem."""
+    file = weight_file(path)
+    meta = read_metadata(file) if file.suffix == ".safetensors" else None
+    if meta:
+        model = load(file)  # verifies the checksum and the plan
+        extra = meta.get("extra", {})
+        dataset, preprocess = extra.get("dataset"), extra.get("preprocess")
+    else:
+        state, _ = read_state(file)
+        state = to_sharenet(state, detect_layout(state))
+        head, stem = state.get("head.fc.weight"), state.get("stem.conv.weight")
+        if head is None or stem is None:
+            raise WeightsError(f"teacher {file} has no classifier head or stem conv a ResNet of sharenet's would read")
+        model = create_model(name, num_classes=head.shape[0], in_chans=stem.shape[1])
+        load_weights(model, file, fuse_kernels=True)  # a shared peer expands into the plain network exactly
+        dataset = preprocess = None
+    params = count_params(model)
+    model.eval().requires_grad_(False)
+    return Teacher(model, file, file_digest(file, "sha256"), dataset, preprocess, params)
+
+
+def check_student(cfg: Config, teacher: Teacher) -> None:
+    """Before any data is read: with distil.fit, a student larger than its teacher is refused.
+
+    The student is counted on the meta device with the teacher's classes and input channels,
+    which the data must match anyway (`check_data`)."""
+    if not cfg.distil.fit:
+        return
+    t = teacher.model.config
+    with torch.device("meta"):
+        student = create_model(
+            cfg.model.name, num_classes=t["num_classes"], in_chans=t["in_chans"], **cfg.model.create_kwargs()
+        )
+    n = count_params(student)
+    if n > teacher.params:
+        raise ConfigError(
+            f"the student ({cfg.model.name} share={cfg.model.share}, {n:,} parameters) would be larger than its "
+            f"teacher ({teacher.params:,}): compress to a scheme or model.params that shares more"
+        )
+
+
+def check_data(teacher: Teacher, classes: tuple[str, ...], in_chans: int, preprocess: dict) -> None:
+    """The teacher must classify the data's classes from the data's inputs, made as it was trained on."""
+    t, file = teacher.model.config, teacher.file
+    if t["num_classes"] != len(classes):
+        raise ConfigError(f"teacher {file} has {t['num_classes']} classes, the data set {len(classes)}")
+    if t["in_chans"] != in_chans:
+        raise ConfigError(f"teacher {file} takes {t['in_chans']} input channels, the data set has {in_chans}")
+    preprocess = json.loads(json.dumps(preprocess))  # as the weight file stores it: lists, not tuples
+    if teacher.preprocess is not None and teacher.preprocess != preprocess:
+        raise ConfigError(
+            f"teacher {file} was trained on inputs made as {teacher.preprocess}, this data gives {preprocess}: "
+            "use the teacher's data set"
+        )
+
+
+def fittable(student: ResNet, teacher: Teacher) -> bool:
+    """The student is the teacher's architecture (under any plan): its shared tensors can be fitted."""
+    return all(student.config.get(k) == teacher.model.config.get(k) for k in ARCHITECTURE)
+
+
+def fit_student(student: ResNet, teacher: Teacher) -> float:
+    """Fit the student's weights to the teacher's; the mean relative reconstruction error of its convs."""
+    report = fuse(student, unshared_state_dict(teacher.model))
+    errors = [e for convs in report.values() for e in convs.values()]
+    return sum(errors) / len(errors) if errors else 0.0
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batches, count: int, device: torch.device, dtype: torch.dtype) -> int:
+    """Replace every BatchNorm's running statistics by their average over `count` training batches
+    (a cumulative average: momentum None), averaged over the ranks; returns the batches used."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training, used = model.training, 0
+    model.train()
+    for x, _ in batches:
+        if used == count:
+            break
+        with autocast(device, dtype):
+            model(x)
+        used += 1
+    model.train(was_training)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+        for t in (m.running_mean, m.running_var):
+            dist.all_reduce_sum(t)
+            t /= dist.world_size()
+    return used
+
+
+class Distillation:
+    """The distillation term of the training objective, with the frozen teacher it asks."""
+
+    def __init__(self, teacher: nn.Module, alpha: float, temperature: float):
+        self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x)
+
+    def objective(self, ce: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """(1 - alpha) ce + alpha T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
+        t = self.temperature
+        soft = F.kl_div(
+            F.log_softmax(student.float() / t, 1),
+            F.log_softmax(teacher.float() / t, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return (1 - self.alpha) * ce + self.alpha * t * t * soft
+
+
+def on_fast_path(teacher: Teacher, device: torch.device, channels_last: bool, compile_: bool) -> nn.Module:
+    """The teacher's module as the student's steps run: on the device, in their memory format, compiled with them."""
+    model = teacher.model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile_ else model
+
+
+def test_top1(model: nn.Module, streams, device: torch.device, dtype: torch.dtype) -> float:
+    return evaluate(model, streams.test.epoch(0), device, dtype, len(streams.classes))["top1"]
+
+
+def start_record(run: RunDir | None, teacher: Teacher) -> dict | None:
+    """The start a resumed run made (its metrics row), after checking the teacher is the same file."""
+    if run is None:
+        return None
+    rows = [r for r in run.read_metrics() if r.get("kind") == "distil"]
+    if not rows:
+        return None
+    if rows[-1]["teacher_sha256"] != teacher.sha256:
+        raise CheckpointError(
+            f"teacher {teacher.file} is not the file this run started with (SHA-256 {rows[-1]['teacher_sha256'][:12]}"
+            f"..., now {teacher.sha256[:12]}...): resume with the original teacher"
+        )
+    return rows[-1]
