@@ -20,9 +20,9 @@ from .test_train_cli import sharenet_cli
 COMMON = ["--batch-size", "64", "--no-progress", "--set", "run.log_every=5"]
 
 
-def torchrun(nproc: int, *args, check: bool = True) -> subprocess.CompletedProcess:
-    """`sharenet train` on `nproc` one-thread ranks (gloo on CPUs; NCCL, a GPU each, with --device cuda);
-    with check, the run must succeed."""
+def torchrun(nproc: int, *args, check: bool = True, command: str = "train") -> subprocess.CompletedProcess:
+    """`sharenet train` (or `command`) on `nproc` one-thread ranks (gloo on CPUs; NCCL, a GPU each,
+    with --device cuda); with check, the run must succeed."""
     cmd = [
         sys.executable,
         "-m",
@@ -32,7 +32,7 @@ def torchrun(nproc: int, *args, check: bool = True) -> subprocess.CompletedProce
         str(nproc),
         "-m",
         "sharenet",
-        "train",
+        command,
         *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}

@@ -53,6 +53,7 @@ def test_run_directory_holds_every_record(short_run):
     assert summary["params"] == sharenet.count_params(sharenet.create_model("resnet20", share="stage", in_chans=1))
     config = json.loads((short_run / "config.json").read_text())
     assert config["model"]["share"] == "stage" and config["torch_version"] and config["sharenet_version"]
+    assert len(config["date"]) == 10  # YYYY-MM-DD, for the reports
     assert "env_device" in config and config["recipe"] == "fashion-mnist"
     rows = [json.loads(line) for line in (short_run / "metrics.jsonl").read_text().splitlines()]
     assert all({"step", "epoch", "lr", "img_per_s"} <= set(r) for r in rows if r["kind"] in ("train", "epoch"))

@@ -109,6 +109,7 @@ class RunDir:
                 "sharenet_version": __version__,
                 "git_revision": git_revision(),
                 "torch_version": torch.__version__,
+                "date": time.strftime("%Y-%m-%d", time.gmtime()),  # of this (re)start, in UTC: reports print it
                 **{f"env_{k}": v for k, v in environment.items()},
             },
         )

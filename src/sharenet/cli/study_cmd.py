@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="compare recipe variants on the held-out split "
         "(data.val_split): each folder's settings that differ from the first's, val top-1 mean +- std",
     )
+    p.add_argument(
+        "--compress",
+        action="store_true",
+        help="compare students made by sharenet compress (or distilled) with the same networks from scratch: "
+        "top-1 after the fit, after BatchNorm re-estimation and at the end, against their teacher",
+    )
     p.set_defaults(run=run_report)
 
 
@@ -56,6 +62,12 @@ def run_report(args) -> int:
             notes = Path(args.notes).read_text()
         except OSError as e:
             raise SharenetError(f"cannot read --notes {args.notes}: {e.strerror}") from None
+    if args.compress:
+        from ..study.compression import write_compression
+
+        out = write_compression(args.runs, Path(args.out), args.title, notes)
+        print(f"wrote {out}")
+        return 0
     if args.ablation:
         from ..study.ablation import write_ablation
 

@@ -224,10 +224,9 @@ def test_top1(model: nn.Module, streams, device: torch.device, dtype: torch.dtyp
 
 
 def start_record(run: RunDir | None, teacher: Teacher) -> dict | None:
-    """The start a resumed run made (its metrics row), after checking the teacher is the same file."""
-    if run is None:
-        return None
-    rows = [r for r in run.read_metrics() if r.get("kind") == "distil"]
+    """How a resumed run's student started (its metrics row), after checking the teacher is the
+    file the run started with; None on ranks other than 0 and for runs that logged no start."""
+    rows = [r for r in run.read_metrics() if r.get("kind") == "distil"] if run else []
     if not rows:
         return None
     if rows[-1]["teacher_sha256"] != teacher.sha256:
@@ -235,4 +234,4 @@ def start_record(run: RunDir | None, teacher: Teacher) -> dict | None:
             f"teacher {teacher.file} is not the file this run started with (SHA-256 {rows[-1]['teacher_sha256'][:12]}"
             f"..., now {teacher.sha256[:12]}...): resume with the original teacher"
         )
-    return rows[-1]
+    return rows[-1]["start"]

@@ -69,6 +69,7 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
         check_student(cfg, teacher)  # before anything is written
     run = open_run_dir(cfg, resume)
     found = resume_state(run, resume, cfg)
+    resumed = start_record(run, teacher) if teacher and found else None  # the same teacher file, or an error
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     streams = make_streams(cfg, device, dist.rank(), dist.world_size())
@@ -76,10 +77,10 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
         check_data(teacher, streams.classes, streams.in_chans, streams.preprocess.to_dict())
     model = build_model(cfg, streams, device)
     cfg = replace(cfg, model=cfg.model.resolved(model.config))  # records what a budget chose
-    start = start_from_teacher(cfg, model, teacher, streams, device) if teacher and found is None else None
+    start = start_from_teacher(cfg, model, teacher, streams, device) if teacher and found is None else resumed
     trainer = build_trainer(cfg, model, device, len(streams.train), teacher)
     pos = restore(run, found, trainer, cfg, len(streams.train))
-    distilled = teacher_record(run, teacher, trainer, streams, start) if teacher else None
+    distilled = teacher_record(run, teacher, trainer, streams, start, found is None) if teacher else None
     if run:
         sizes = {"world_size": dist.world_size(), "batch_per_rank": streams.train.batch_size}
         run.write_config({**cfg.to_dict(), **sizes}, trainer.fast.record())
@@ -140,16 +141,15 @@ def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, d
     return {"from": "fit", "fit_error": error, "fitted_test_top1": fitted, "bn_batches": used, "bn_test_top1": after}
 
 
-def teacher_record(run: RunDir | None, teacher: Teacher, trainer: Trainer, streams: Streams, start: dict | None):
-    """summary.json's teacher and start. The teacher is measured at every start (on every rank: the
-    evaluation is collective); the student's start is logged at a fresh one (a metrics row at step
-    0) and read back on a resume, after checking the teacher is the same file."""
+def teacher_record(
+    run: RunDir | None, teacher: Teacher, trainer: Trainer, streams: Streams, start: dict | None, fresh: bool
+) -> dict:
+    """summary.json's teacher and the student's start. The teacher is measured at every start (on
+    every rank: the evaluation is collective); a fresh start is logged (a metrics row at step 0,
+    which a resume reads back through `start_record`)."""
     top1 = test_top1(trainer.distil.teacher, streams, trainer.device, trainer.dtype)
     say(f"teacher {teacher.file}: {teacher.params:,} parameters, test top-1 {top1:.4f}")
-    if start is None:  # resumed
-        row = start_record(run, teacher)
-        start = row["start"] if row else None
-    elif run:
+    if run and fresh:
         row = {"kind": "distil", "step": 0, "teacher_sha256": teacher.sha256, "teacher_test_top1": top1}
         run.log({**row, "start": start})
     return {"teacher": teacher.record(top1), "start": start}

@@ -1,0 +1,142 @@
+"""The compression report: students made by `sharenet compress` (or distilled from scratch) beside
+the same networks trained from scratch on labels, read from their run directories.
+
+One row per student network and way it was made: the teacher's test top-1 and the student's after
+the fit, after BatchNorm re-estimation and at the end of training (mean +- std over seeds), what
+it costs against its teacher, the epochs and time each run took, and on which machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SharenetError
+from ..rundir import CONFIG, SUMMARY, RunDir, finished_runs
+from .records import mean_std, variant
+
+
+@dataclass
+class Student:
+    name: str  # "resnet56 stage", with its variant
+    params: int
+    how: str  # how it was made
+    seed: int
+    epochs: float
+    top1: float
+    fitted: float | None
+    bn: float | None
+    teacher: dict | None
+    wall_s: float
+    machine: str
+
+
+def read_students(paths: list[str | Path]) -> list[Student]:
+    runs = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SharenetError(f"{p} does not exist")
+        runs += finished_runs(p)
+    if not runs:
+        raise SharenetError(f"no finished runs ({SUMMARY}) under {', '.join(map(str, paths))}")
+    return [_student(run) for run in runs]
+
+
+def _student(run: RunDir) -> Student:
+    summary, config = run.read_json(SUMMARY), run.read_json(CONFIG)
+    model, teacher, start = config["model"], summary.get("teacher"), summary.get("start") or {}
+    extra = variant(model)
+    name = f"{model['name']} {model['share']}" + (f" ({extra})" if extra else "")
+    if teacher is None:
+        how = "from scratch, labels only"
+    elif start.get("from") == "fit":
+        how = "fit + distillation"
+    else:
+        how = "distillation from scratch"
+    env = {k: config.get(f"env_{k}", "?") for k in ("device_name", "isa", "threads")}
+    machine = f"{env['device_name']} ({env['isa']}, {env['threads']} thread{'s' if env['threads'] != 1 else ''})"
+    if config.get("date"):
+        machine += f", {config['date']}"
+    return Student(
+        name,
+        summary["params"],
+        how,
+        config["run"]["seed"],
+        summary["epochs"],
+        summary["test_top1"],
+        start.get("fitted_test_top1"),
+        start.get("bn_test_top1"),
+        teacher,
+        summary["wall_s"],
+        machine,
+    )
+
+
+def _pct(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(values) > 1 else "")
+
+
+def compression_markdown(students: list[Student]) -> str:
+    """The teachers, then one row per (student, way made), students in order of parameters."""
+    teachers = {s.teacher["sha256"]: s.teacher for s in students if s.teacher}
+    if len(teachers) > 1:
+        raise SharenetError("the runs distil from more than one teacher: report each teacher's students apart")
+    lines = []
+    for t in teachers.values():
+        lines += [
+            f"Teacher: `{Path(t['file']).parent.name or t['file']}`, {t['params']:,} parameters, test top-1 "
+            f"{100 * t['test_top1']:.2f} % (SHA-256 {t['sha256'][:12]}…).",
+            "",
+        ]
+    teacher_top1 = next(iter(teachers.values()))["test_top1"] if teachers else None
+    lines += [
+        "| student | parameters | made by | seeds | epochs | top-1 fitted | after BatchNorm | test top-1 | vs teacher "
+        "| minutes per run | machine |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    groups: dict[tuple, list[Student]] = {}
+    for s in students:
+        groups.setdefault((s.params, s.name, s.how), []).append(s)
+    for (params, name, how), runs in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1], kv[0][2])):
+        runs.sort(key=lambda s: s.seed)
+        top1 = [s.top1 for s in runs]
+        fitted = [s.fitted for s in runs if s.fitted is not None]
+        bn = [s.bn for s in runs if s.bn is not None]
+        vs = ""
+        if teacher_top1 is not None:
+            vs = f"{100 * (mean_std(top1)[0] - teacher_top1):+.2f}"
+        minutes = mean_std([s.wall_s / 60 for s in runs])[0]
+        epochs = {f"{s.epochs:g}" for s in runs}
+        machines = sorted({s.machine for s in runs})
+        cells = (
+            name,
+            f"{params:,}",
+            how,
+            ", ".join(str(s.seed) for s in runs),
+            "/".join(sorted(epochs)),
+            _pct(fitted) if fitted else "",
+            _pct(bn) if bn else "",
+            _pct(top1),
+            vs,
+            f"{minutes:.1f}",
+            "; ".join(machines),
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_compression(paths: list[str | Path], out: Path, title: str | None = None, notes: str = "") -> Path:
+    students = read_students(paths)
+    text = [f"# {title}\n" if title else "", compression_markdown(students)]
+    text.append(
+        "Final-epoch test top-1 in %, mean ± std over the seeds listed; 'vs teacher' is the difference of the "
+        "means. 'top-1 fitted': the student straight after its shared tensors were fitted to the teacher's "
+        "kernels; 'after BatchNorm': after its running statistics were re-estimated on training batches.\n"
+    )
+    if notes:
+        text += [notes.strip(), ""]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(text))
+    return out

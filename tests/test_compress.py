@@ -1,0 +1,258 @@
+"""sharenet compress and distillation: the loss, a real compressed run (fit, BatchNorm, distil),
+its resume after a signal, the CIFAR-ResNet path, two ranks, and the faults refused before work."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sharenet
+from sharenet.engine.distil import Distillation
+from sharenet.storage import file_digest
+
+from .helpers import newest_checkpoint_step
+from .peers import CifarResNet, randomize
+from .test_distributed import torchrun
+from .test_train_cli import sharenet_cli
+
+FAST = ["--batch-size", "64", "--no-progress", "--set", "distil.bn_batches=8", "--set", "run.tta=false"]
+
+
+def test_distillation_objective_is_hintons():
+    """(1 - alpha) CE + alpha T^2 KL(softmax(t/T) || softmax(s/T)), written out by hand."""
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g) * 3
+    ce = F.cross_entropy(student, torch.arange(8))
+    t = 4.0
+    p = (teacher / t).softmax(1)
+    kl = (p * (p.log() - (student / t).log_softmax(1))).sum(1).mean()
+    got = Distillation(None, 0.9, t).objective(ce, student, teacher)
+    assert torch.allclose(got, 0.1 * ce + 0.9 * t * t * kl, rtol=1e-5)
+    assert torch.equal(Distillation(None, 0.0, t).objective(ce, student, teacher), ce)  # alpha 0: labels only
+    assert Distillation(None, 1.0, t).objective(ce, teacher, teacher).abs() < 1e-6  # the teacher's own outputs
+
+
+@pytest.fixture(scope="module")
+def teacher(fmnist_dir, tmp_path_factory):
+    """A resnet20 share=none trained for 40 steps on the real Fashion-MNIST subset."""
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    sharenet_cli(
+        "train", "--share", "none", "--data-dir", str(fmnist_dir), "--out", str(out), "--max-steps", "40", *FAST
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def compressed(teacher, fmnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("student") / "s"
+    proc = sharenet_cli(
+        "compress", str(teacher), "--share", "stage", "--data-dir", str(fmnist_dir), "--out", str(out),
+        "--max-steps", "12", *FAST,
+    )  # fmt: skip
+    return out, proc
+
+
+def _summary(run):
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_compress_fits_reestimates_and_distils_into_a_run_directory(compressed, teacher, fmnist_dir):
+    out, proc = compressed
+    s, t = _summary(out), _summary(teacher)
+    assert (s["model"], s["share"], s["params"]) == ("resnet20", "stage", 172_666)
+    assert s["teacher"] == {
+        "file": str(teacher / "model.safetensors"),
+        "sha256": file_digest(teacher / "model.safetensors", "sha256"),
+        "params": t["params"],
+        "test_top1": t["test_top1"],  # the teacher measured again, on the same fast path: its own number
+    }
+    start = s["start"]
+    assert start["from"] == "fit" and start["bn_batches"] == 8 and 0 < start["fit_error"] < 1
+    assert {"fitted_test_top1", "bn_test_top1"} <= start.keys()
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["start"] for r in rows if r["kind"] == "distil"] == [start]
+    config = json.loads((out / "config.json").read_text())
+    assert config["distil"]["teacher"] == str(teacher) and config["distil"]["fit"] is True
+    assert config["model"]["name"] == "resnet20" and config["recipe"] == "compress"
+    assert "student: 172,666 parameters" in proc.stdout and "distilled" in proc.stdout
+    # a training run like any other: eval reads it, and its weights are a shared model
+    ev = json.loads(sharenet_cli("eval", str(out), "--data-dir", str(fmnist_dir), "--json").stdout)
+    assert ev["top1"] == s["test_top1"]
+    assert sharenet.load(out / "model.safetensors").share == "stage"
+
+
+def test_a_fitted_start_keeps_what_is_not_shared(teacher, compressed):
+    """Before any step, every tensor outside the shared kernels is the teacher's (BatchNorm affine
+    weights, stem, head), and the shared kernel is the mean of the kernels it replaces."""
+    from sharenet.engine.distil import fit_student, read_teacher
+
+    t = read_teacher(teacher, "resnet20")
+    student = sharenet.create_model("resnet20", share="stage", num_classes=10, in_chans=1)
+    error = fit_student(student, t)
+    ours, theirs = student.state_dict(), t.model.state_dict()
+    assert torch.equal(ours["head.fc.weight"], theirs["head.fc.weight"])
+    assert torch.equal(ours["stages.1.blocks.2.bn2.weight"], theirs["stages.1.blocks.2.bn2.weight"])
+    for owned in student.plan.owned():
+        kernels = [theirs[f"{slot.path}.weight"] for slot in student.plan.users(owned)]
+        assert len(kernels) >= 2 and torch.allclose(ours[owned.key], torch.stack(kernels).mean(0))
+    assert error == pytest.approx(_summary(compressed[0])["start"]["fit_error"])
+
+
+@pytest.mark.slow
+def test_compress_stopped_by_sigterm_and_resumed_equals_uninterrupted(teacher, fmnist_dir, tmp_path):
+    def start(out, *extra):
+        cmd = [sys.executable, "-m", "sharenet", "compress", str(teacher), "--share", "stage"]
+        cmd += ["--data-dir", str(fmnist_dir), "--out", str(out), "--max-steps", "24", *FAST, *extra]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    whole = start(tmp_path / "whole")
+    assert whole.wait() == 0, whole.stderr.read()[-2000:]
+    out = tmp_path / "stopped"
+    proc = start(out, "--checkpoint-every", "5")
+    deadline = time.monotonic() + 120
+    while newest_checkpoint_step(out) < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait() != 0 and newest_checkpoint_step(out) < 24  # stopped mid-run, with a checkpoint
+    resumed = start(out, "--checkpoint-every", "5", "--resume", "auto")
+    assert resumed.wait() == 0, resumed.stderr.read()[-2000:]
+    a, b = _summary(tmp_path / "whole"), _summary(out)
+    assert a["rank_param_sha256"] == b["rank_param_sha256"] and a["test_top1"] == b["test_top1"]
+    assert a["start"] == b["start"] and a["teacher"] == b["teacher"]
+
+
+def test_resume_with_another_teacher_file_is_refused(teacher, compressed, fmnist_dir, tmp_path):
+    """A run continues only with the teacher it started with: a resume checks its SHA-256."""
+    out = tmp_path / "s"
+    out.mkdir()
+    for f in compressed[0].iterdir():
+        if f.name not in ("summary.json", "model.safetensors"):
+            (out / f.name).write_bytes(f.read_bytes())
+    other = tmp_path / "other.safetensors"
+    model = sharenet.load(teacher / "model.safetensors")
+    with torch.no_grad():
+        model.head.fc.bias.add_(1.0)
+    sharenet.save(model, other, extra=json.loads(json.dumps(_meta_extra(teacher))))
+    proc = sharenet_cli(
+        "compress", str(other), "--share", "stage", "--data-dir", str(fmnist_dir), "--out", str(out),
+        "--max-steps", "14", "--resume", "auto", *FAST, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # after the note of the changed settings
+    assert last.startswith("sharenet: error: ") and "not the file this run started with" in last
+    assert "test top-1" not in proc.stderr  # refused before any data was read
+
+
+def _meta_extra(run):
+    from sharenet.weights.files import read_metadata
+
+    return read_metadata(run / "model.safetensors")["extra"]
+
+
+def test_distillation_from_scratch_and_a_budget_that_changes_the_width(teacher, fmnist_dir, tmp_path):
+    """`train --set distil.teacher=` distils an unfitted student; `compress --params` that narrows
+    the network says it cannot fit and starts from scratch with distillation."""
+    out = tmp_path / "scratch"
+    sharenet_cli(
+        "train", "--share", "block", "--data-dir", str(fmnist_dir), "--out", str(out), "--max-steps", "4",
+        "--set", f"distil.teacher={teacher}", *FAST,
+    )  # fmt: skip
+    s = _summary(out)
+    assert s["start"] == {"from": "scratch"} and s["teacher"]["params"] == _summary(teacher)["params"]
+    out = tmp_path / "narrow"
+    proc = sharenet_cli(
+        "compress", str(teacher), "--share", "stage", "--params", "50000", "--data-dir", str(fmnist_dir),
+        "--out", str(out), "--max-steps", "4", *FAST,
+    )  # fmt: skip
+    s = _summary(out)
+    assert s["start"] == {"from": "scratch", "fittable": False} and s["params"] <= 50_000
+    assert "cannot be fitted" in proc.stderr
+
+
+def test_compress_a_cifar_resnet_checkpoint_on_real_cifar10_images(cifar10_dir, tmp_path):
+    """A CIFAR-ResNet-layout resnet20 (nested, DataParallel-prefixed, as those repositories save it)
+    compressed on the CIFAR-10 pickle built from the real foolbox test images, end to end."""
+    root, _ = cifar10_dir
+    peer = randomize(CifarResNet(3))
+    ckpt = tmp_path / "resnet20.th"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in peer.state_dict().items()}, "best_prec1": 91.7}, ckpt)
+    out = tmp_path / "s"
+    proc = sharenet_cli(
+        "compress", str(ckpt), "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(root),
+        "--share", "templates", "--out", str(out), "--max-steps", "3", "--batch-size", "4",
+        "--set", "run.eval_batch_size=10", "--set", "distil.bn_batches=2", "--no-progress",
+    )  # fmt: skip
+    s = _summary(out)
+    assert s["teacher"]["params"] == sharenet.count_params(peer) and s["test_samples"] == 20
+    assert s["start"]["from"] == "fit" and s["share"] == "templates" and s["params"] < s["teacher"]["params"]
+    assert "teacher:" in proc.stdout
+    sharenet_cli("eval", str(out), "--data-dir", str(root))
+
+
+@pytest.mark.slow
+def test_two_ranks_distil_with_the_teacher_on_each(teacher, fmnist_dir, tmp_path):
+    out = tmp_path / "ddp"
+    args = ["--share", "stage", "--data-dir", str(fmnist_dir), "--out", str(out), "--max-steps", "6", *FAST]
+    torchrun(2, str(teacher), *args, command="compress")
+    s = _summary(out)
+    assert s["world_size"] == 2 and len(set(s["rank_param_sha256"])) == 1
+    assert s["start"]["from"] == "fit" and s["teacher"]["test_top1"] == _summary(teacher)["test_top1"]
+
+
+def _fault(tmp_path, teacher_file, *args):
+    out = tmp_path / "never"
+    proc = sharenet_cli("compress", str(teacher_file), "--out", str(out), "--no-progress", *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("sharenet: error: ")
+    assert not out.exists() or not any(out.iterdir())  # before any work: nothing written
+    return proc.stderr
+
+
+def _weights(tmp_path, name, **kwargs):
+    path = tmp_path / f"{name}.safetensors"
+    model = sharenet.create_model(name, **kwargs)
+    return sharenet.save(model, path, extra={"dataset": "fashion-mnist"})
+
+
+def test_faults_are_refused_in_one_line_before_any_work(teacher, fmnist_dir, tmp_path):
+    data = ["--data-dir", str(fmnist_dir)]
+    classes = _weights(tmp_path, "resnet20", share="none", num_classes=5, in_chans=1)
+    assert "has 5 classes, the data set 10" in _fault(tmp_path, classes, "--share", "stage", *data)
+    chans = _weights(tmp_path, "resnet20", share="none", num_classes=10, in_chans=3)
+    assert "takes 3 input channels, the data set has 1" in _fault(tmp_path, chans, "--share", "stage", *data)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes((teacher / "model.safetensors").read_bytes()[:-100])
+    assert "corrupt" in _fault(tmp_path, corrupt, "--share", "stage", *data)
+    wide = _weights(tmp_path, "wrn16_2", share="none", num_classes=10, in_chans=1)
+    assert "share='basis'" in _fault(tmp_path, wide, "--share", "basis", *data)
+    shared = _weights(tmp_path, "resnet20", share="stage", num_classes=10, in_chans=1)
+    assert "would be larger than its teacher" in _fault(tmp_path, shared, "--share", "none", *data)
+    assert "needs --share" in _fault(tmp_path, teacher, *data)
+    assert "does not exist" in _fault(tmp_path, tmp_path / "missing", "--share", "stage", *data)
+    foreign = tmp_path / "foreign.pth"
+    torch.save(randomize(CifarResNet(3)).state_dict(), foreign)
+    assert "--model and --dataset" in _fault(tmp_path, foreign, "--share", "stage", *data)
+
+
+def test_the_compression_report_reads_every_stage_from_the_runs(compressed, teacher, tmp_path):
+    out = tmp_path / "compress.md"
+    sharenet_cli("report", "--compress", str(compressed[0]), str(teacher), "--out", str(out), "--title", "C")
+    text, s, t = out.read_text(), _summary(compressed[0]), _summary(teacher)
+    assert f"{t['params']:,} parameters, test top-1 {100 * t['test_top1']:.2f} %" in text
+    row = next(line for line in text.splitlines() if line.startswith("| resnet20 stage"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["172,666", "fit + distillation"]
+    start = s["start"]
+    assert cells[5:9] == [
+        f"{100 * start['fitted_test_top1']:.2f}",
+        f"{100 * start['bn_test_top1']:.2f}",
+        f"{100 * s['test_top1']:.2f}",
+        f"{100 * (s['test_top1'] - t['test_top1']):+.2f}",
+    ]
+    assert "| resnet20 none | " in text and "from scratch, labels only" in text  # the teacher's own run
