@@ -129,7 +129,7 @@ def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, d
             "cannot be fitted, so it starts from scratch, with distillation"
         )
         return {"from": "scratch", "fittable": False}
-    dtype = pick_dtype(cfg.run.precision, device)
+    t0, dtype = time.perf_counter(), pick_dtype(cfg.run.precision, device)
     error = fit_student(model, teacher)
     fitted = test_top1(model, streams, device, dtype)
     used = reestimate_batchnorm(model, streams.train.epoch(0), cfg.distil.bn_batches, device, dtype)
@@ -138,7 +138,14 @@ def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, d
         f"fitted to the teacher (mean relative error of the convs {error:.3f}): test top-1 {fitted:.4f}; "
         f"after re-estimating BatchNorm on {used} training batches {after:.4f}"
     )
-    return {"from": "fit", "fit_error": error, "fitted_test_top1": fitted, "bn_batches": used, "bn_test_top1": after}
+    return {
+        "from": "fit",
+        "fit_error": error,
+        "fitted_test_top1": fitted,
+        "bn_batches": used,
+        "bn_test_top1": after,
+        "seconds": time.perf_counter() - t0,  # the fit, the re-estimation and their two evaluations
+    }
 
 
 def teacher_record(

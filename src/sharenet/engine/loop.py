@@ -158,7 +158,8 @@ def maybe_checkpoint(fit: Fit, acc: Accumulator | None = None) -> None:
     fit.last_saved = time.monotonic()
     if signum:
         where = fit.run.path if fit.run else fit.cfg.run.out
-        raise stopped(signum, fit.pos.step, RunDir(where).checkpoint_path(fit.pos.step), where)
+        command = f"sharenet compress {fit.cfg.distil.teacher} ..." if fit.cfg.distil.fit else "sharenet train"
+        raise stopped(signum, fit.pos.step, RunDir(where).checkpoint_path(fit.pos.step), where, command)
 
 
 def log_interval(fit: Fit, bar, loss, correct, n: int, clock: Clock) -> None:

@@ -69,10 +69,10 @@ class StopRequest:
         return int(flag)
 
 
-def stopped(signum: int, step: int, checkpoint, out) -> Stopped:
+def stopped(signum: int, step: int, checkpoint, out, command: str = "sharenet train") -> Stopped:
+    """`command`: what made the run (a compressed run continues with its `sharenet compress TEACHER ...`)."""
     name = signal.Signals(signum).name
     return Stopped(
         signum,
-        f"stopped by {name} at step {step}; checkpoint {checkpoint}; continue with "
-        f"sharenet train --resume auto --out {out}",
+        f"stopped by {name} at step {step}; checkpoint {checkpoint}; continue with {command} --resume auto --out {out}",
     )
