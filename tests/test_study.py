@@ -20,7 +20,7 @@ from sharenet.engine.recipes import recipe_config
 from sharenet.engine.validate import check_config
 from sharenet.study.ablation import recipe_of
 from sharenet.study.claims import answer_claims
-from sharenet.study.frontier import frontier_markdown, frontier_plot, verdict
+from sharenet.study.frontier import equal_budget_markdown, frontier_markdown, frontier_plot, verdict
 from sharenet.study.records import RunRecord
 from sharenet.study.runner import load_spec, plan_runs
 
@@ -153,6 +153,35 @@ def test_frontier_pairs_each_line_with_the_plain_one_at_its_budget(tmp_path):
     png = frontier_plot(records, tmp_path / "frontier.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and Image.open(png).size[0] > 500
     assert verdict([0.01, -0.02]) == "not resolved at n = 2" and verdict([-0.02, -0.03]) == "worse"
+
+
+def test_equal_budget_ranks_the_networks_that_meet_it_against_the_plain_one():
+    """#29's equal-budget table: networks solved for the budget, or within 2 % of it at their family's
+    width, most accurate first, each paired by seed with the plain network at its family's width."""
+    b = 172_666
+    records = []
+    for seed in (0, 1, 2):
+        records += [
+            _record("resnet14", "none", seed, 172_218, 0.930 + 0.001 * seed, 0.06),
+            _record("resnet20", "block", seed, 170_362, 0.928 + 0.002 * seed, 0.05),  # within 2 %: meets it
+            replace(_record("resnet56", "ring", seed, b, 0.935 + 0.001 * seed, 0.05), budget=b,
+                    variant=f"ring_size=167,808, budget {b:,}"),
+            replace(_record("resnet20", "none", seed, 151_966, 0.928, 0.06), budget=b,
+                    variant=f"width 12, budget {b:,}"),
+            _record("resnet20", "none", seed, 269_434, 0.931, 0.05),  # 56 % above: not at this budget
+        ]  # fmt: skip
+    table = equal_budget_markdown(records)
+    rows = [line for line in table.splitlines() if line.startswith("| resnet")]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| resnet56 ring (ring_size=167,808)",
+        "| resnet14 none",
+        "| resnet20 block",
+        "| resnet20 none (width 12)",
+    ]
+    assert rows[0].endswith("| 93.60 ± 0.10 | 5.00 | +0.50 ± 0.00 (better) |")
+    assert rows[2].endswith("| -0.10 ± 0.10 (not resolved at n = 3) |") and rows[1].endswith("| 6.00 |  |")
+    assert "against resnet14 none" in table and "269,434" not in table
+    assert equal_budget_markdown(records[:3]) == ""  # three networks: no table
 
 
 def test_claims_pair_seeds_and_match_parameter_counts():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, RunDir, finished_runs
-from .records import mean_std, variant
+from .records import machine, mean_std, variant
 
 
 @dataclass
@@ -53,10 +53,6 @@ def _student(run: RunDir) -> Student:
         how = "fit + distillation"
     else:
         how = "distillation from scratch"
-    env = {k: config.get(f"env_{k}", "?") for k in ("device_name", "isa", "threads")}
-    machine = f"{env['device_name']} ({env['isa']}, {env['threads']} thread{'s' if env['threads'] != 1 else ''})"
-    if config.get("date"):
-        machine += f", {config['date']}"
     return Student(
         name,
         summary["params"],
@@ -68,7 +64,7 @@ def _student(run: RunDir) -> Student:
         start.get("bn_test_top1"),
         teacher,
         summary["wall_s"] + start.get("seconds", 0.0),
-        machine,
+        machine(config),
     )
 
 

@@ -85,6 +85,63 @@ def frontier_markdown(records: list[RunRecord]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _label(r: RunRecord) -> str:
+    """A network as the equal-budget table names it: model, scheme, and what the budget chose."""
+    parts = [p for p in r.variant.split(", ") if p and not p.startswith("budget ")]
+    return f"{r.model} {r.share}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+NEAR = 0.02  # an unbudgeted network within this fraction of a budget stands at it (resnet20 block: 170,362)
+
+
+def equal_budget(records: list[RunRecord]) -> dict[int, dict[str, list[RunRecord]]]:
+    """Budgets that at least four networks meet: budget -> network name -> its runs. A network meets
+    a budget when it was solved for it (model.params) or, at its family's width, is within NEAR of it."""
+    budgets = sorted({r.budget for r in records if r.budget is not None})
+    out = {}
+    for b in budgets:
+        nets: dict[str, list[RunRecord]] = {}
+        for r in records:
+            if r.budget == b or (r.budget is None and not r.variant and abs(r.params - b) <= NEAR * b):
+                nets.setdefault(_label(r), []).append(r)
+        if len(nets) >= 4:
+            out[b] = nets
+    return out
+
+
+def _reference(nets: dict[str, list[RunRecord]]) -> str | None:
+    """The plain network a budget is compared against: the one at its family's width (shallower), else
+    the width-scaled one."""
+    plain = [k for k, runs in nets.items() if runs[0].share == "none"]
+    unscaled = [k for k in plain if nets[k][0].budget is None]
+    return (unscaled or plain or [None])[0]
+
+
+def equal_budget_markdown(records: list[RunRecord]) -> str:
+    """Per budget met by four or more networks: each network's test top-1, final training error and
+    its difference to the plain reference, paired by seed, most accurate first."""
+    out = []
+    for b, nets in equal_budget(records).items():
+        ref = _reference(nets)
+        out += [
+            f"Budget {b:,} parameters; differences against {ref or 'no plain network'}, paired by seed:",
+            "",
+            "| network | params | n | test top-1 % (mean ± std) | final train error % | vs plain, pts (verdict) |",
+            "|---|---:|---:|---|---:|---|",
+        ]
+        ranked = sorted(nets.items(), key=lambda kv: -mean_std([r.test_top1 for r in kv[1]])[0])
+        for key, runs in ranked:
+            top1, std = mean_std([r.test_top1 for r in runs])
+            errors = [r.train_error for r in runs if r.train_error is not None]
+            diffs = _paired(runs, nets[ref]) if ref and key != ref else []
+            vs = f"{100 * mean_std(diffs)[0]:+.2f} ± {100 * mean_std(diffs)[1]:.2f} ({verdict(diffs)})" if diffs else ""
+            err = f"{100 * mean_std(errors)[0]:.2f}" if errors else ""
+            params = "/".join(f"{p:,}" for p in sorted({r.params for r in runs}))
+            out.append(f"| {key} | {params} | {len(runs)} | {100 * top1:.2f} ± {100 * std:.2f} | {err} | {vs} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def frontier_plot(records: list[RunRecord], path: Path) -> Path | None:
     """Test top-1 against parameters (log scale): each line's seed mean, its seeds' range as bars;
     unbudgeted plain networks in the budgets' range as single points."""

@@ -26,6 +26,7 @@ class RunRecord:
     loss_curve: list[tuple[float, float]]  # (epoch, training loss) per logged training row
     variant: str = ""  # what else shaped the model: a width other than the family's, the scheme's options
     budget: int | None = None  # model.params: the parameter budget the model was solved for
+    machine: str = ""  # where it ran: CPU or GPU name, vector ISA, threads, and the date where recorded
 
 
 def collect(paths: list[str | Path]) -> list[RunRecord]:
@@ -58,7 +59,18 @@ def _record(run: RunDir) -> RunRecord:
         [(r["epoch"], r["loss"]) for r in rows if r.get("kind") == "train"],
         variant(config["model"]),
         config["model"].get("params"),
+        machine(config),
     )
+
+
+def machine(config: dict) -> str:
+    """ "AMD EPYC, AVX512-BF16, 1 thread, 2026-12-05" from a config.json's environment fields."""
+    if "env_device_name" not in config:
+        return ""
+    threads = config.get("env_threads")
+    parts = [config["env_device_name"], config.get("env_isa")]
+    parts.append(f"{threads} thread{'' if threads == 1 else 's'}" if threads else None)
+    return ", ".join(p for p in (*parts, config.get("date")) if p)
 
 
 def variant(model: dict) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..models import SCHEMES
 from ..paper import PAPER_TOP1_ERROR
 from .claims import answer_claims, claims_markdown
-from .frontier import frontier_markdown, frontier_plot
+from .frontier import equal_budget_markdown, frontier_markdown, frontier_plot
 from .plots import accuracy_vs_params, curves_per_model
 from .records import RunRecord, mean_std
 
@@ -53,6 +53,8 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
                 "vs_paper": None if paper is None else top1 - (1 - paper / 100),
                 "epochs": statistics.fmean(r.epochs for r in runs),
                 "wall_s": sum(r.wall_s for r in runs),
+                "minutes_per_run": statistics.fmean(r.wall_s for r in runs) / 60,
+                "machine": "; ".join(sorted({r.machine for r in runs if r.machine})),
             }
         )
     return rows
@@ -67,15 +69,15 @@ def markdown(rows: list[dict]) -> str:
     variants = any(r["variant"] for r in rows)
     head = (
         f"| data set | model | scheme |{' variant |' if variants else ''} params | test top-1 % (mean ± std) | n "
-        "| final train error % | vs unshared (pts) | paper top-1 % | vs paper (pts) |"
+        "| final train error % | vs unshared (pts) | paper top-1 % | vs paper (pts) | minutes per run | machine |"
     )
-    lines = [head, "|" + "---|" * (11 if variants else 10)]
+    lines = [head, "|" + "---|" * (13 if variants else 12)]
     for r in rows:
         variant = f" {r['variant']} |" if variants else ""
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['share']} |{variant} {r['params']:,} | {_pct(r['test_top1'])} ± "
             f"{_pct(r['test_top1_std'])} | {r['n']} | {_pct(r['train_error'])} | {_pct(r['vs_unshared'], True)} "
-            f"| {_pct(r['paper_top1'])} | {_pct(r['vs_paper'], True)} |"
+            f"| {_pct(r['paper_top1'])} | {_pct(r['vs_paper'], True)} | {r['minutes_per_run']:.1f} | {r['machine']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -102,7 +104,8 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
         f"# {title}\n" if title else "",
         markdown(rows),
         f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best "
-        "epoch); 'vs unshared' is the difference of the means.",
+        "epoch); 'vs unshared' is the difference of the means; minutes are each run's training wall time "
+        "(runs that shared a machine's cores took longer than one alone would).",
         "",
     ]
     if claims:
@@ -114,6 +117,18 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
             'claim 3 compares each shared run with the mean of the unshared runs. "not resolved at n = k": '
             "the mean difference is no larger than the seed spread (std), or k = 1; for claim 1 the cost is "
             "judged against the paper's tolerance and only its sign is unresolved.",
+            "",
+        ]
+    budgets = equal_budget_markdown(records)
+    if budgets:
+        text += [
+            "## Equal budgets: which network is most accurate at a given size",
+            "",
+            budgets,
+            "A network meets a budget when it was solved for it (`model.params`: the widest that fits, or the "
+            "ring of that size) or, at its family's width, is within 2 % of it. Most accurate first; 'vs plain' "
+            "is paired by seed against the plain network at its family's width; 'not resolved' where the seed "
+            "spread covers the difference.",
             "",
         ]
     frontier = frontier_markdown(records)
