@@ -3,8 +3,8 @@
 Hinton, Vinyals & Dean ("Distilling the Knowledge in a Neural Network", 2015): the student
 minimises (1 - alpha) CE(labels) + alpha T^2 KL(p_T || q_T), where p_T and q_T are the teacher's
 and the student's softmax at temperature T; the T^2 keeps the soft term's gradients at the hard
-term's scale whatever T is. The teacher is frozen: eval mode, no gradients, on the student's
-fast path (device, autocast dtype, memory format, compilation).
+term's scale whatever T is (the term itself: step.py `Distillation`). The teacher is frozen: eval
+mode, no gradients, on the student's fast path (device, autocast dtype, memory format, compilation).
 
 `sharenet compress` (distil.fit) starts the student from its teacher: each shared tensor of the
 student's plan is fitted to the teacher's kernels it replaces (weights/transfer.py `fuse`). A
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
@@ -187,28 +186,6 @@ def reestimate_batchnorm(model: nn.Module, batches, count: int, device: torch.de
             dist.all_reduce_sum(t)
             t /= dist.world_size()
     return used
-
-
-class Distillation:
-    """The distillation term of the training objective, with the frozen teacher it asks."""
-
-    def __init__(self, teacher: nn.Module, alpha: float, temperature: float):
-        self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
-
-    @torch.no_grad()
-    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher(x)
-
-    def objective(self, ce: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """(1 - alpha) ce + alpha T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
-        t = self.temperature
-        soft = F.kl_div(
-            F.log_softmax(student.float() / t, 1),
-            F.log_softmax(teacher.float() / t, 1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        return (1 - self.alpha) * ce + self.alpha * t * t * soft
 
 
 def on_fast_path(teacher: Teacher, device: torch.device, channels_last: bool, compile_: bool) -> nn.Module:

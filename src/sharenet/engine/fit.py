@@ -23,7 +23,6 @@ from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
 from .device import pick_device, pick_dtype, use_deterministic
 from .distil import (
-    Distillation,
     Teacher,
     check_data,
     check_student,
@@ -40,7 +39,7 @@ from .fastpath import decide, prepare
 from .loop import Fit, Position, eval_model, final_evaluation, say, train
 from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves
-from .step import Trainer
+from .step import Distillation, Trainer
 from .stop import StopRequest
 from .validate import check_config, check_resume_compatible
 

@@ -1,11 +1,11 @@
-"""One training step and one evaluation pass: the loop around them is loop.py, the set-up fit.py."""
+"""One training step (with a teacher's distillation term when there is one) and one evaluation pass:
+the loop around them is loop.py, the set-up fit.py."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,14 +16,33 @@ from . import distributed as dist
 from .device import autocast
 from .fastpath import FastPath
 
-if TYPE_CHECKING:
-    from .distil import Distillation
-
 
 class NonFiniteError(SharenetError):
     """A NaN or infinite loss or gradient norm: the step was not applied."""
 
     exit_code = 1
+
+
+class Distillation:
+    """Hinton et al.'s term (distil.py has the teacher and the student's start); the teacher is frozen."""
+
+    def __init__(self, teacher: nn.Module, alpha: float, temperature: float):
+        self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x)
+
+    def objective(self, ce: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """(1 - alpha) ce + alpha T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
+        t = self.temperature
+        soft = F.kl_div(
+            F.log_softmax(student.float() / t, 1),
+            F.log_softmax(teacher.float() / t, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return (1 - self.alpha) * ce + self.alpha * t * t * soft
 
 
 @dataclass
