@@ -128,34 +128,29 @@ def run_train(args) -> int:
     if args.list_keys:
         print(key_table())
         return 0
-    cfg = resolve_config(args)
+    fit_or_print(resolve_config(args), args)
+    return 0
+
+
+def fit_or_print(cfg, args) -> dict | None:
+    """--print-config prints the checked config; otherwise train it (--resume auto needs --out)."""
     if args.print_config:
         from ..engine.validate import check_config
 
         check_config(cfg)
         print(json.dumps(cfg.to_dict(), indent=2))
-        return 0
+        return None
     if args.resume == "auto" and not cfg.run.out:
         raise ConfigError("--resume auto needs --out DIR: the run directory to continue")
     from ..engine.fit import fit  # heavy imports only when training
 
-    fit(cfg, resume=args.resume)
-    return 0
+    return fit(cfg, resume=args.resume)
 
 
 def run_compress(args) -> int:
-    cfg = compress_config(args)
-    if args.print_config:
-        from ..engine.validate import check_config
-
-        check_config(cfg)
-        print(json.dumps(cfg.to_dict(), indent=2))
+    summary = fit_or_print(compress_config(args), args)
+    if summary is None:
         return 0
-    if args.resume == "auto" and not cfg.run.out:
-        raise ConfigError("--resume auto needs --out DIR: the run directory to continue")
-    from ..engine.fit import fit
-
-    summary = fit(cfg, resume=args.resume)
     t, start = summary["teacher"], summary.get("start") or {}
     stages = [("fitted", "fitted_test_top1"), ("BatchNorm re-estimated", "bn_test_top1")]
     steps = [f"{start[k]:.4f} {label}" for label, k in stages if k in start]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SharenetError
-from ..rundir import CONFIG, SUMMARY, RunDir, finished_runs
-from .records import machine, mean_std, variant
+from ..rundir import CONFIG, SUMMARY, RunDir
+from .records import finished_at, machine, mean_std, variant
 
 
 @dataclass
@@ -32,14 +32,7 @@ class Student:
 
 
 def read_students(paths: list[str | Path]) -> list[Student]:
-    runs = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise SharenetError(f"{p} does not exist")
-        runs += finished_runs(p)
-    if not runs:
-        raise SharenetError(f"no finished runs ({SUMMARY}) under {', '.join(map(str, paths))}")
-    return [_student(run) for run in runs]
+    return [_student(run) for run in finished_at(paths)]
 
 
 def _student(run: RunDir) -> Student:

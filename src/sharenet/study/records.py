@@ -31,6 +31,11 @@ class RunRecord:
 
 def collect(paths: list[str | Path]) -> list[RunRecord]:
     """Every finished run at or below `paths`."""
+    return [_record(run) for run in finished_at(paths)]
+
+
+def finished_at(paths: list[str | Path]) -> list[RunDir]:
+    """The finished run directories at or below `paths`; none at all is an error naming them."""
     runs = []
     for p in map(Path, paths):
         if not p.exists():
@@ -38,7 +43,7 @@ def collect(paths: list[str | Path]) -> list[RunRecord]:
         runs += finished_runs(p)
     if not runs:
         raise SharenetError(f"no finished runs ({SUMMARY}) under {', '.join(map(str, paths))}")
-    return [_record(run) for run in runs]
+    return runs
 
 
 def _record(run: RunDir) -> RunRecord:
