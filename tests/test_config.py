@@ -59,7 +59,9 @@ def test_recipes_carry_the_papers_values():
     )
     old = recipe_config("fashion-mnist-15")  # the default before, which the published study used
     assert (old.optim.epochs, old.optim.lr, old.optim.label_smoothing, old.data.crop_pad) == (15, 0.1, 0.0, 2)
-    assert set(RECIPES) == {"fashion-mnist", "fashion-mnist-15", "cifar-wrn", "cifar-he", "imagenet-fb"}
+    small = recipe_config("compress")  # a fitted, distilled student: 2 epochs at lr 0.02 (docs/compress-lr-choice.md)
+    assert (small.optim.epochs, small.optim.lr, small.optim.warmup_steps, small.distil.fit) == (2, 0.02, 50, False)
+    assert set(RECIPES) == {"fashion-mnist", "fashion-mnist-15", "compress", "cifar-wrn", "cifar-he", "imagenet-fb"}
 
 
 def test_overrides_are_typed():
