@@ -144,6 +144,9 @@ def test_every_default_and_recipe_is_valid_and_choices_come_from_the_registries(
         ("optim.ema_decay=inf", "optim.ema_decay=inf is invalid: needs a finite number [0, 1)"),
         ("optim.gamma=-inf", "optim.gamma=-inf is invalid: needs a finite number"),
         ("run.checkpoint_minutes=nan", "needs a finite number >= 0"),
+        ("distil.alpha=1.5", "distil.alpha=1.5 must be in [0, 1]"),
+        ("distil.alpha=-0.1", "distil.alpha=-0.1 must be in [0, 1]"),
+        ("distil.temperature=0", "distil.temperature=0.0 is invalid: needs a positive temperature"),
     ],
 )
 def test_bounds_are_checked_with_their_reason(item, words):

@@ -36,6 +36,8 @@ class Key:
     choices: tuple = ()  # the allowed values, when they are a closed set
     low: float | None = None  # lowest allowed value
     below: float | None = None  # values must stay below this
+    high: float | None = None  # highest allowed value (an inclusive upper bound)
+    above: float | None = None  # values must stay above this (a strict lower bound, instead of low)
     need: str | None = None  # what a value under `low` lacks, for the error message
     resume: bool = False  # a checkpoint made with another value cannot be continued
     local: bool = False  # where or how to run, not what is trained: a change on resume is not reported
@@ -51,6 +53,10 @@ class Key:
         """The allowed range as error messages and the README write it: "[0, 1)", ">= 1" or ""."""
         if self.below is not None:
             return f"[{self.low:g}, {self.below:g})"
+        if self.high is not None:
+            return f"[{self.low:g}, {self.high:g}]"
+        if self.above is not None:
+            return f"> {self.above:g}"
         return "" if self.low is None else f">= {self.low:g}"
 
 
@@ -64,6 +70,8 @@ def key(
     choices: tuple = (),
     low: float | None = None,
     below: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
     need: str | None = None,
     resume: bool = False,
     local: bool = False,
@@ -75,7 +83,7 @@ def key(
     `absent`: the value a saved config that predates the key ran with, where the default has
     since changed (the default recipe's values are the defaults; older runs did not have them)."""
     absent = default if absent is _SAME else absent
-    meta = Key(why, tuple(choices), low, below, need, resume, local, flag, absent=absent)
+    meta = Key(why, tuple(choices), low, below, high, above, need, resume, local, flag, absent=absent)
     return field(default=default, metadata={"key": meta})
 
 
@@ -221,8 +229,9 @@ class DistilConfig:
                     resume=True)
     alpha: float = key(0.9, "weight of the distillation term: loss = (1 - alpha) CE + alpha T^2 KL(teacher || "
                        "student); 0.9 with T = 4 is the knowledge-distillation setting of Tian et al.'s CRD "
-                       "benchmark", low=0)
-    temperature: float = key(4.0, "T, the softmax temperature of both networks' outputs in the KL term", low=0)
+                       "benchmark", low=0, high=1)
+    temperature: float = key(4.0, "T, the softmax temperature of both networks' outputs in the KL term", above=0,
+                             need="a positive temperature")
     bn_batches: int = key(100, "distil.fit: training batches whose statistics replace the fitted student's BatchNorm "
                           "running statistics before training (0: keep the teacher's)", low=0, resume=True)
 # fmt: on
@@ -252,8 +261,8 @@ def _declared_keys() -> dict[str, Key]:
             if "key" not in f.metadata:
                 raise TypeError(f"{cls.__name__}.{f.name} must be declared with key(default, why, ...)")
             k, name = f.metadata["key"], f"{section}.{f.name}"
-            if k.below is not None and k.low is None:
-                raise TypeError(f"{name}: an upper bound (below=) needs a lower one (low=)")
+            if (k.below is not None or k.high is not None) and k.low is None:
+                raise TypeError(f"{name}: an upper bound (below=, high=) needs a lower one (low=)")
             flag = k.flag
             if flag is True:  # derived: --batch-size, or --no-progress for a bool that defaults to True
                 flag = "--" + ("no-" if f.default is True else "") + f.name.replace("_", "-")

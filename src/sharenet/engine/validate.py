@@ -26,18 +26,20 @@ def check_config(cfg: Config) -> None:
         if isinstance(value, float) and not math.isfinite(value):  # nan passes every comparison below
             valid = f"a finite number {k.bounds}" if k.bounds else "a finite number"
             raise ConfigError(f"{k.name}={value!r} is invalid: needs {valid}")
-        if k.low is None or value is None:  # None: an optional key left to its rule (model.width, ...)
+        if value is None:  # an optional key left to its rule (model.width, ...)
             continue
-        if value < k.low and (k.need or k.below is None):
+        if k.above is not None and value <= k.above:
+            raise ConfigError(f"{k.name}={value!r} is invalid: needs {k.need or k.bounds}")
+        if k.low is None:
+            continue
+        ranged = k.below is not None or k.high is not None
+        if value < k.low and (k.need or not ranged):
             need = k.need or ("non-negative" if k.low == 0 else f"at least {k.low:g}")
             raise ConfigError(f"{k.name}={value!r} is invalid: needs {need}")
-        if not (k.below is None or k.low <= value < k.below):
+        below = k.below is None or value < k.below
+        if not (k.low <= value and below and (k.high is None or value <= k.high)):
             raise ConfigError(f"{k.name}={value!r} must be in {k.bounds}")
     d = cfg.distil
-    if d.alpha > 1:
-        raise ConfigError(f"distil.alpha={d.alpha!r} must be in [0, 1]")
-    if d.temperature <= 0:
-        raise ConfigError(f"distil.temperature={d.temperature!r} must be positive")
     if d.fit and not d.teacher:
         raise ConfigError("distil.fit=true fits the student to a teacher: set distil.teacher=PATH too")
     m = cfg.model
