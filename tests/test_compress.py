@@ -40,6 +40,36 @@ def test_distillation_objective_is_hintons():
     assert Distillation(None, 1.0, t).objective(ce, teacher, teacher).abs() < 1e-6  # the teacher's own outputs
 
 
+def test_batchnorm_reestimation_averages_the_batches_and_zero_keeps_the_statistics():
+    from sharenet.engine.distil import reestimate_batchnorm
+
+    class Stream:  # the training stream's interface: its length and an epoch's (images, labels)
+        def __init__(self, xs):
+            self.xs = xs
+
+        def __len__(self):
+            return len(self.xs)
+
+        def epoch(self, epoch):
+            return ((x, None) for x in self.xs)
+
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(16, 3, 4, 4, generator=g) * (i + 1) + i for i in range(4)]
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).eval()
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        model[0].running_mean.fill_(5.0)
+    assert reestimate_batchnorm(model, Stream(xs), 0, cpu, torch.float32) == 0
+    assert torch.all(model[0].running_mean == 5.0) and not model.training  # 0: kept as they were
+    assert reestimate_batchnorm(model, Stream(xs), 3, cpu, torch.float32) == 3
+    means = torch.stack([x.mean((0, 2, 3)) for x in xs[:3]]).mean(0)
+    variances = torch.stack([x.transpose(0, 1).flatten(1).var(1) for x in xs[:3]]).mean(0)
+    assert torch.allclose(model[0].running_mean, means, atol=1e-5)
+    assert torch.allclose(model[0].running_var, variances, rtol=1e-4)
+    assert model[0].momentum == 0.1 and not model.training
+    assert reestimate_batchnorm(model, Stream(xs), 100, cpu, torch.float32) == 4  # no more than an epoch has
+
+
 @pytest.fixture(scope="module")
 def teacher(fmnist_dir, tmp_path_factory):
     """A resnet20 share=none trained for 40 steps on the real Fashion-MNIST subset."""

@@ -15,12 +15,14 @@ stage of that start is measured on the test set and recorded (metrics.jsonl, sum
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from ..errors import WeightsError
 from ..models import ResNet, count_params, create_model
@@ -162,29 +164,20 @@ def fit_student(student: ResNet, teacher: Teacher) -> float:
     return sum(errors) / len(errors) if errors else 0.0
 
 
-@torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, batches, count: int, device: torch.device, dtype: torch.dtype) -> int:
-    """Replace every BatchNorm's running statistics by their average over `count` training batches
-    (a cumulative average: momentum None), averaged over the ranks; returns the batches used."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    was_training, used = model.training, 0
-    model.train()
-    for x, _ in batches:
-        if used == count:
-            break
-        with autocast(device, dtype):
-            model(x)
-        used += 1
-    model.train(was_training)
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-        for t in (m.running_mean, m.running_var):
-            dist.all_reduce_sum(t)
-            t /= dist.world_size()
+def reestimate_batchnorm(model: nn.Module, stream, count: int, device: torch.device, dtype: torch.dtype) -> int:
+    """Replace every BatchNorm's running statistics by their average over the first `count` batches of
+    the training `stream`'s first epoch (torch's update_bn: a cumulative average), averaged over the
+    ranks; returns the batches used. 0 keeps the statistics as they are."""
+    used = min(count, len(stream))
+    if not used:
+        return 0
+    with autocast(device, dtype):
+        update_bn((x for x, _ in itertools.islice(stream.epoch(0), used)), model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            for t in (m.running_mean, m.running_var):
+                dist.all_reduce_sum(t)
+                t /= dist.world_size()
     return used
 
 

@@ -131,7 +131,7 @@ def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, d
     t0, dtype = time.perf_counter(), pick_dtype(cfg.run.precision, device)
     error = fit_student(model, teacher)
     fitted = test_top1(model, streams, device, dtype)
-    used = reestimate_batchnorm(model, streams.train.epoch(0), cfg.distil.bn_batches, device, dtype)
+    used = reestimate_batchnorm(model, streams.train, cfg.distil.bn_batches, device, dtype)
     after = test_top1(model, streams, device, dtype) if used else fitted
     say(
         f"fitted to the teacher (mean relative error of the convs {error:.3f}): test top-1 {fitted:.4f}; "
