@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .records import RunRecord, mean_std
+from .records import RunRecord, mean_std, unresolved
 
 TOLERANCE = {"stage": 0.01, "block": 0.005}  # the accuracy cost each paper reports as "little"
 SAME_PARAMS = 0.10  # "about the same number of parameters": within 10%
@@ -50,13 +50,6 @@ def _paired(records, dataset, model, share, field) -> list[float]:
     ]
 
 
-def _unresolved(diffs: list[float]) -> str:
-    """ "not resolved at n = k" when the mean difference is no larger than its seed spread, or k = 1."""
-    if len(diffs) > 1 and abs(statistics.fmean(diffs)) > statistics.stdev(diffs):
-        return ""
-    return f"not resolved at n = {len(diffs)}"
-
-
 def answer_claims(records: list[RunRecord]) -> list[Answer]:
     answers = []
     groups = sorted(
@@ -76,14 +69,14 @@ def answer_claims(records: list[RunRecord]) -> list[Answer]:
                 if cost <= tol
                 else f"fails (cost {100 * cost:.2f} > {100 * tol:g} pts)"
             )
-            if _unresolved(diffs):
-                verdict += f"; its sign {_unresolved(diffs)}"
+            if sign := unresolved(diffs):
+                verdict += f"; its sign {sign}"
             answers.append(Answer("1. sharing costs little accuracy", f"{model} {share} - none", diffs, verdict))
     for dataset, model in groups:
         diffs = _paired(records, dataset, model, "block", "train_error")
         if diffs:
             lower = statistics.fmean(diffs) < 0
-            verdict = _unresolved(diffs) or ("holds" if lower else "fails")
+            verdict = unresolved(diffs) or ("holds" if lower else "fails")
             answers.append(
                 Answer("2. block sharing lowers training error", f"{model} block - none (train error)", diffs, verdict)
             )

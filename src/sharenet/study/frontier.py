@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .records import RunRecord, mean_std
+from .records import RunRecord, mean_std, unresolved
 
 Line = tuple[str, str, str, str]  # data set, model, scheme, scheme options
 
@@ -50,10 +50,7 @@ def _paired(a: list[RunRecord], b: list[RunRecord]) -> list[float]:
 def verdict(diffs: list[float]) -> str:
     if not diffs:
         return ""
-    mean, std = mean_std(diffs)
-    if len(diffs) < 2 or abs(mean) <= std:
-        return f"not resolved at n = {len(diffs)}"
-    return "better" if mean > 0 else "worse"
+    return unresolved(diffs) or ("better" if mean_std(diffs)[0] > 0 else "worse")
 
 
 def frontier_markdown(records: list[RunRecord]) -> str:
@@ -129,15 +126,16 @@ def equal_budget_markdown(records: list[RunRecord]) -> str:
             "| network | params | n | test top-1 % (mean ± std) | final train error % | vs plain, pts (verdict) |",
             "|---|---:|---:|---|---:|---|",
         ]
-        ranked = sorted(nets.items(), key=lambda kv: -mean_std([r.test_top1 for r in kv[1]])[0])
-        for key, runs in ranked:
-            top1, std = mean_std([r.test_top1 for r in runs])
+        top1 = {key: mean_std([r.test_top1 for r in runs]) for key, runs in nets.items()}
+        for key, runs in sorted(nets.items(), key=lambda kv: -top1[kv[0]][0]):
             errors = [r.train_error for r in runs if r.train_error is not None]
             diffs = _paired(runs, nets[ref]) if ref and key != ref else []
-            vs = f"{100 * mean_std(diffs)[0]:+.2f} ± {100 * mean_std(diffs)[1]:.2f} ({verdict(diffs)})" if diffs else ""
+            mean, std = mean_std(diffs) if diffs else (0.0, 0.0)
+            vs = f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(diffs)})" if diffs else ""
             err = f"{100 * mean_std(errors)[0]:.2f}" if errors else ""
             params = "/".join(f"{p:,}" for p in sorted({r.params for r in runs}))
-            out.append(f"| {key} | {params} | {len(runs)} | {100 * top1:.2f} ± {100 * std:.2f} | {err} | {vs} |")
+            score = f"{100 * top1[key][0]:.2f} ± {100 * top1[key][1]:.2f}"
+            out.append(f"| {key} | {params} | {len(runs)} | {score} | {err} | {vs} |")
         out.append("")
     return "\n".join(out)
 

@@ -98,3 +98,10 @@ def variant(model: dict) -> str:
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value): the report and the claims use the same."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def unresolved(diffs: list[float]) -> str:
+    """ "not resolved at n = k" when paired differences' mean is no larger than their seed spread, or
+    k = 1; "" when resolved. The claims and the frontier judge by this one rule."""
+    mean, std = mean_std(diffs)
+    return "" if len(diffs) > 1 and abs(mean) > std else f"not resolved at n = {len(diffs)}"
