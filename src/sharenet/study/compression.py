@@ -71,14 +71,15 @@ def compression_markdown(students: list[Student]) -> str:
     teachers = {s.teacher["sha256"]: s.teacher for s in students if s.teacher}
     if len(teachers) > 1:
         raise SharenetError("the runs distil from more than one teacher: report each teacher's students apart")
+    teacher = next(iter(teachers.values()), None)
     lines = []
-    for t in teachers.values():
+    if teacher is not None:
+        where = Path(teacher["file"]).parent.name or teacher["file"]
         lines += [
-            f"Teacher: `{Path(t['file']).parent.name or t['file']}`, {t['params']:,} parameters, test top-1 "
-            f"{100 * t['test_top1']:.2f} % (SHA-256 {t['sha256'][:12]}…).",
+            f"Teacher: `{where}`, {teacher['params']:,} parameters, test top-1 {100 * teacher['test_top1']:.2f} % "
+            f"(SHA-256 {teacher['sha256'][:12]}…).",
             "",
         ]
-    teacher_top1 = next(iter(teachers.values()))["test_top1"] if teachers else None
     lines += [
         "| student | parameters | made by | seeds | epochs | top-1 fitted | after BatchNorm | test top-1 | vs teacher "
         "| minutes per run | machine |",
@@ -92,9 +93,7 @@ def compression_markdown(students: list[Student]) -> str:
         top1 = [s.top1 for s in runs]
         fitted = [s.fitted for s in runs if s.fitted is not None]
         bn = [s.bn for s in runs if s.bn is not None]
-        vs = ""
-        if teacher_top1 is not None:
-            vs = f"{100 * (mean_std(top1)[0] - teacher_top1):+.2f}"
+        vs = f"{100 * (mean_std(top1)[0] - teacher['test_top1']):+.2f}" if teacher else ""
         minutes = mean_std([s.wall_s / 60 for s in runs])[0]
         epochs = {f"{s.epochs:g}" for s in runs}
         machines = sorted({s.machine for s in runs})
