@@ -376,6 +376,40 @@ def test_budget_first_look_regenerates_from_its_run_records(tmp_path):
     assert all(abs(int(r["params"]) - 172_666) <= 0.13 * 172_666 for r in rows) and len(rows) == 6
 
 
+def test_budget_study_regenerates_and_holds_only_its_specs_runs_of_the_default_recipe(tmp_path):
+    """#29's study: the committed report is `sharenet report` of the committed records, and every
+    record is a run of experiments/budget/study.yaml, made by the default recipe as the spec says."""
+    root = Path(__file__).parent.parent
+    docs = root / "docs"
+    out = tmp_path / "budget-study.md"
+    sharenet_cli(
+        "report",
+        str(docs / "budget" / "study"),
+        "--out",
+        str(out),
+        "--notes",
+        str(docs / "budget-study-notes.md"),
+        "--title",
+        "Fashion-MNIST: every scheme at equal budgets",
+    )
+    assert out.read_text() == (docs / "budget-study.md").read_text()
+    assert out.with_suffix(".csv").read_text() == (docs / "budget-study.csv").read_text()
+    planned = {run.out.name: run for run in plan_runs(load_spec(root / "experiments" / "budget" / "study.yaml"))}
+
+    def trained_how(config: dict) -> dict:  # the recipe: every key but the network's and the seed
+        return {k: v for k, v in recipe_of(config).items() if not k.startswith("model.") and k != "run.seed"}
+
+    default = trained_how(recipe_config("fashion-mnist").to_dict())
+    for summary in (docs / "budget" / "study").glob("*/summary.json"):
+        run = planned[summary.parent.name]  # KeyError: a record the spec does not make
+        config = json.loads((summary.parent / "config.json").read_text())
+        model, seed = config["model"], config["run"]["seed"]
+        assert (model["name"], model["share"], seed) == (run.model, run.share, run.seed), summary.parent.name
+        assert all(config[k.split(".")[0]][k.split(".")[1]] == v for k, v in run.sets), summary.parent.name
+        assert config["recipe"] == "fashion-mnist" and trained_how(config) == default, summary.parent.name
+        assert json.loads(summary.read_text())["epochs"] == 5
+
+
 @pytest.mark.parametrize(("folder", "report", "title", "dtype"), TEST_REPORTS)
 def test_published_test_seeds_regenerate_and_are_of_the_default_recipe(tmp_path, folder, report, title, dtype):
     """#15's five test-set seeds of the default, once per fast path: bf16 and fp32 (a CPU without bf16)."""
