@@ -296,7 +296,7 @@ def test_the_compression_report_reads_every_stage_from_the_runs(compressed, teac
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("page", ["compress", "compress-lr-choice"])
+@pytest.mark.parametrize("page", ["compress", "compress-lr-choice", "compress-heldout-choice"])
 def test_the_compression_pages_regenerate_from_their_records(page, tmp_path):
     """Each page is the output of the `sharenet report` command its notes show, byte for byte."""
     text = (ROOT / "docs" / f"{page}-notes.md").read_text().replace("\\\n", " ")
