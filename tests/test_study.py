@@ -201,24 +201,23 @@ def test_claims_pair_seeds_and_match_parameter_counts():
     assert all(len(a.diffs) == 1 and "noise" not in a.verdict for a in one_seed)
 
 
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def _regenerates(records: Path, page: str, title: str, tmp_path: Path) -> Path:
+    """Run `sharenet report` on committed records as docs/<page>-notes.md's command does; assert the
+    Markdown and CSV equal the committed ones byte for byte; return the regenerated Markdown's path."""
+    out = tmp_path / f"{page}.md"
+    sharenet_cli("report", str(records), "--out", str(out), "--title", title, "--notes", str(DOCS / f"{page}-notes.md"))
+    assert out.read_text() == (DOCS / f"{page}.md").read_text()
+    assert out.with_suffix(".csv").read_text() == (DOCS / f"{page}.csv").read_text()
+    return out
+
+
 def test_published_report_regenerates_from_its_run_records(tmp_path):
     """docs/results.md is exactly what `sharenet report` makes of the committed run records."""
-    docs = Path(__file__).parent.parent / "docs"
-    title = "Fashion-MNIST: shared against unshared ResNets"
-    out = tmp_path / "results.md"
-    sharenet_cli(
-        "report",
-        str(docs / "results" / "runs"),
-        "--out",
-        str(out),
-        "--title",
-        title,
-        "--notes",
-        str(docs / "results-notes.md"),
-    )
-    assert out.read_text() == (docs / "results.md").read_text()
-    assert out.with_suffix(".csv").read_text() == (docs / "results.csv").read_text()
-    rows = list(csv.DictReader((docs / "results.csv").read_text().splitlines()))
+    out = _regenerates(DOCS / "results" / "runs", "results", "Fashion-MNIST: shared against unshared ResNets", tmp_path)
+    rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert len(rows) == 9 and all(r["n"] == "3" for r in rows)  # 3 models x 3 schemes x 3 seeds
 
 
@@ -355,21 +354,9 @@ def test_published_ablation_regenerates_from_its_run_records(tmp_path):
 
 def test_budget_first_look_regenerates_from_its_run_records(tmp_path):
     """#24's first look: every scheme at resnet20 stage's 172,666 parameters, each run its spec's."""
-    docs = Path(__file__).parent.parent / "docs"
-    out = tmp_path / "budget-first-look.md"
-    sharenet_cli(
-        "report",
-        str(docs / "budget" / "first-look"),
-        "--out",
-        str(out),
-        "--notes",
-        str(docs / "budget-first-look-notes.md"),
-        "--title",
-        "Issue #24: every scheme at 172,666 parameters (first look)",
-    )
-    assert out.read_text() == (docs / "budget-first-look.md").read_text()
-    assert out.with_suffix(".csv").read_text() == (docs / "budget-first-look.csv").read_text()
-    root = Path(__file__).parent.parent
+    title = "Issue #24: every scheme at 172,666 parameters (first look)"
+    out = _regenerates(DOCS / "budget" / "first-look", "budget-first-look", title, tmp_path)
+    root = DOCS.parent
     spec = load_spec(root / "experiments" / "budget" / "first-look.yaml")
     assert all((root / run.out / "summary.json").is_file() for run in plan_runs(spec))  # every run of the spec
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
@@ -379,21 +366,8 @@ def test_budget_first_look_regenerates_from_its_run_records(tmp_path):
 def test_budget_study_regenerates_and_holds_only_its_specs_runs_of_the_default_recipe(tmp_path):
     """#29's study: the committed report is `sharenet report` of the committed records, and every
     record is a run of experiments/budget/study.yaml, made by the default recipe as the spec says."""
-    root = Path(__file__).parent.parent
-    docs = root / "docs"
-    out = tmp_path / "budget-study.md"
-    sharenet_cli(
-        "report",
-        str(docs / "budget" / "study"),
-        "--out",
-        str(out),
-        "--notes",
-        str(docs / "budget-study-notes.md"),
-        "--title",
-        "Fashion-MNIST: every scheme at equal budgets",
-    )
-    assert out.read_text() == (docs / "budget-study.md").read_text()
-    assert out.with_suffix(".csv").read_text() == (docs / "budget-study.csv").read_text()
+    _regenerates(DOCS / "budget" / "study", "budget-study", "Fashion-MNIST: every scheme at equal budgets", tmp_path)
+    root, docs = DOCS.parent, DOCS
     planned = {run.out.name: run for run in plan_runs(load_spec(root / "experiments" / "budget" / "study.yaml"))}
 
     def trained_how(config: dict) -> dict:  # the recipe: every key but the network's and the seed
@@ -413,19 +387,8 @@ def test_budget_study_regenerates_and_holds_only_its_specs_runs_of_the_default_r
 @pytest.mark.parametrize(("folder", "report", "title", "dtype"), TEST_REPORTS)
 def test_published_test_seeds_regenerate_and_are_of_the_default_recipe(tmp_path, folder, report, title, dtype):
     """#15's five test-set seeds of the default, once per fast path: bf16 and fp32 (a CPU without bf16)."""
-    docs = Path(__file__).parent.parent / "docs"
-    out = tmp_path / f"{report}.md"
-    sharenet_cli(
-        "report",
-        str(docs / "recipe-5-epochs" / folder),
-        "--out",
-        str(out),
-        "--title",
-        title,
-        "--notes",
-        str(docs / f"{report}-notes.md"),
-    )
-    assert out.read_text() == (docs / f"{report}.md").read_text()
+    docs = DOCS
+    out = _regenerates(docs / "recipe-5-epochs" / folder, report, title, tmp_path)
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert [(r["model"], r["share"], r["n"]) for r in rows] == [("resnet20", "stage", "5")]
     summaries = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / folder).glob("*/summary.json")]
