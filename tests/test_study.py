@@ -149,6 +149,14 @@ def test_frontier_pairs_each_line_with_the_plain_one_at_its_budget(tmp_path):
     records.append(_record("resnet8", "none", 0, 40_000, 0.79, 0.1))  # an unbudgeted point in range
     table = frontier_markdown(records)
     assert "| 20,000 | 17,254: 80.50 ± 0.71 (2) | 20,000: 85.50 ± 0.71 (2) | +5.00 ± 0.00 (better) |" in table
+    assert "- resnet56 ring against resnet20 none: better at every budget up to 45,000 parameters." in table
+    lost = [
+        replace(r, test_top1=0.7 + 0.01 * r.seed) if r.share == "ring" and r.budget == 45_000 else r for r in records
+    ]
+    assert "up to 20,000 parameters; above it, 45,000: worse." in frontier_markdown(lost)
+    assert "better at no budget from the smallest up (20,000: worse; 45,000: worse)." in frontier_markdown(
+        [replace(r, test_top1=0.7 + 0.01 * r.seed) if r.share == "ring" else r for r in records]
+    )
     assert frontier_markdown(records[:2]) == ""  # one budget per line: no frontier
     png = frontier_plot(records, tmp_path / "frontier.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and Image.open(png).size[0] > 500

@@ -54,7 +54,8 @@ def verdict(diffs: list[float]) -> str:
 
 
 def frontier_markdown(records: list[RunRecord]) -> str:
-    """Per budget: each line's params and test top-1, and each shared line minus the plain one."""
+    """Per budget: each line's params and test top-1, and each shared line minus the plain one; then,
+    per shared line, up to which budget it is better than the plain one."""
     lines = budget_lines(records)
     if not lines:
         return ""
@@ -64,6 +65,7 @@ def frontier_markdown(records: list[RunRecord]) -> str:
     shared = [k for k in lines if k[2] != "none" and k[0] in plain]
     head += "".join(f" | {name(k)} - {name(plain[k[0]])}, pts (verdict)" for k in shared) + " |"
     out = [head, "|" + "---|" * (1 + len(lines) + len(shared))]
+    diffs = {(k, b): _paired(lines[k].get(b, []), lines[plain[k[0]]].get(b, [])) for k in shared for b in budgets}
     for budget in budgets:
         cells = []
         for runs in lines.values():
@@ -74,12 +76,24 @@ def frontier_markdown(records: list[RunRecord]) -> str:
             params = runs[budget][0].params
             cells.append(f"{params:,}: {100 * top1:.2f} ± {100 * std:.2f} ({len(runs[budget])})")
         for k in shared:
-            base = lines[plain[k[0]]].get(budget)
-            diffs = _paired(lines[k].get(budget, []), base or [])
-            mean, std = mean_std(diffs) if diffs else (0.0, 0.0)
-            cells.append(f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(diffs)})" if diffs else "")
+            d = diffs[k, budget]
+            mean, std = mean_std(d) if d else (0.0, 0.0)
+            cells.append(f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(d)})" if d else "")
         out.append(f"| {budget:,} | " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+    answers = [
+        _pays(name(k), name(plain[k[0]]), {b: verdict(diffs[k, b]) for b in budgets if diffs[k, b]}) for k in shared
+    ]
+    return "\n".join(out) + "\n\n" + "\n".join(f"- {a}" for a in answers) + "\n"
+
+
+def _pays(line: str, plain: str, verdicts: dict[int, str]) -> str:
+    """Up to which budget `line` is better than `plain` at every budget from the smallest (budgets ascending)."""
+    better = [b for b in verdicts if all(verdicts[c] == "better" for c in verdicts if c <= b)]
+    rest = "; ".join(f"{b:,}: {v}" for b, v in verdicts.items() if b not in better)
+    if not better:
+        return f"{line} against {plain}: better at no budget from the smallest up ({rest})."
+    said = f"{line} against {plain}: better at every budget up to {better[-1]:,} parameters"
+    return said + (f"; above it, {rest}." if rest else ".")
 
 
 def _label(r: RunRecord) -> str:

@@ -140,7 +140,9 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
             frontier,
             "Each line's runs differ only in their parameter budget (model.params): the plain network at the "
             "width that fits, or the ring of the size that meets it. Differences are paired by seed against the "
-            "plain line at the same budget; 'not resolved' where the seed spread covers the difference.",
+            "plain line at the same budget; 'not resolved' where the seed spread covers the difference. The "
+            "list under the table answers from which budget down each shared line beats the plain one: the "
+            "largest budget up to which it is better at every budget.",
             "",
             f"![test top-1 against parameters, each line with its seeds' range]({files['frontier'].name})",
             "",
