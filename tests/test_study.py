@@ -223,8 +223,13 @@ def _regenerates(records: Path, page: str, title: str, tmp_path: Path) -> Path:
 
 
 def test_published_report_regenerates_from_its_run_records(tmp_path):
-    """docs/results.md is exactly what `sharenet report` makes of the committed run records."""
-    out = _regenerates(DOCS / "results" / "runs", "results", "Fashion-MNIST: shared against unshared ResNets", tmp_path)
+    """docs/study-3-epochs.md is exactly what `sharenet report` makes of the committed run records."""
+    out = _regenerates(
+        DOCS / "study-3-epochs" / "runs",
+        "study-3-epochs",
+        "The 3-epoch study: shared against unshared ResNets on Fashion-MNIST",
+        tmp_path,
+    )
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert len(rows) == 9 and all(r["n"] == "3" for r in rows)  # 3 models x 3 schemes x 3 seeds
 

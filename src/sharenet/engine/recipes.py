@@ -19,7 +19,7 @@ PAPER = {"optim.lr": 0.1, "optim.warmup_steps": 0, "optim.label_smoothing": 0.0,
 RECIPES: dict[str, dict[str, object]] = {
     # sharenet's default (resnet20 share=stage on Fashion-MNIST): the dataclass defaults themselves.
     DEFAULT_RECIPE: {},
-    # the earlier 15-epoch default, which the 3-epoch study (docs/results.md) used
+    # the earlier 15-epoch default, which the 3-epoch study (docs/study-3-epochs.md) used
     "fashion-mnist-15": {
         "data.crop_pad": 2,
         "optim.epochs": 15,
