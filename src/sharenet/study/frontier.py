@@ -170,20 +170,22 @@ def frontier_plot(records: list[RunRecord], path: Path) -> Path | None:
             ys.append(mean)
             lo.append(mean - min(tops))
             hi.append(max(tops) - mean)
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"{name(key)} (n per point {len(group)})")
+        ns = sorted({len(group) for group in runs.values()})
+        n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"{name(key)} (n per point {n})")
     top = max(b for runs in lines.values() for b in runs)
     points: dict[str, list[RunRecord]] = {}
     for r in records:
         if r.budget is None and r.share == "none" and r.params <= 1.1 * top:
             points.setdefault(r.model, []).append(r)
-    for model, group in sorted(points.items()):
+    for (model, group), marker in zip(sorted(points.items()), "sD^vP*X", strict=False):
         tops = [100 * r.test_top1 for r in group]
         mean = sum(tops) / len(tops)
         ax.errorbar(
             [group[0].params],
             [mean],
             yerr=[[mean - min(tops)], [max(tops) - mean]],
-            fmt="s",
+            fmt=marker,
             capsize=3,
             color="black",
             label=f"{model} none (n {len(group)})",
