@@ -53,6 +53,14 @@ def verdict(diffs: list[float]) -> str:
     return unresolved(diffs) or ("better" if mean_std(diffs)[0] > 0 else "worse")
 
 
+def _difference(diffs: list[float]) -> str:
+    """Paired differences as both tables write them: "+0.52 ± 0.34 (better)", or "" without pairs."""
+    if not diffs:
+        return ""
+    mean, std = mean_std(diffs)
+    return f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(diffs)})"
+
+
 def frontier_markdown(records: list[RunRecord]) -> str:
     """Per budget: each line's params and test top-1, and each shared line minus the plain one; then,
     per shared line, up to which budget it is better than the plain one."""
@@ -76,9 +84,7 @@ def frontier_markdown(records: list[RunRecord]) -> str:
             params = runs[budget][0].params
             cells.append(f"{params:,}: {100 * top1:.2f} ± {100 * std:.2f} ({len(runs[budget])})")
         for k in shared:
-            d = diffs[k, budget]
-            mean, std = mean_std(d) if d else (0.0, 0.0)
-            cells.append(f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(d)})" if d else "")
+            cells.append(_difference(diffs[k, budget]))
         out.append(f"| {budget:,} | " + " | ".join(cells) + " |")
     answers = [
         _pays(name(k), name(plain[k[0]]), {b: verdict(diffs[k, b]) for b in budgets if diffs[k, b]}) for k in shared
@@ -144,8 +150,7 @@ def equal_budget_markdown(records: list[RunRecord]) -> str:
         for key, runs in sorted(nets.items(), key=lambda kv: -top1[kv[0]][0]):
             errors = [r.train_error for r in runs if r.train_error is not None]
             diffs = _paired(runs, nets[ref]) if ref and key != ref else []
-            mean, std = mean_std(diffs) if diffs else (0.0, 0.0)
-            vs = f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(diffs)})" if diffs else ""
+            vs = _difference(diffs)
             err = f"{100 * mean_std(errors)[0]:.2f}" if errors else ""
             params = "/".join(f"{p:,}" for p in sorted({r.params for r in runs}))
             score = f"{100 * top1[key][0]:.2f} ± {100 * top1[key][1]:.2f}"
