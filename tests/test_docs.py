@@ -88,3 +88,15 @@ def test_documented_command_is_accepted(page, command):
     if args.command in ("params", "train", "bench", "import") and isinstance(name, str):
         with torch.device("meta"):
             create_model(name)
+
+
+def test_the_readme_quotes_the_headline_study_as_its_report_says_it():
+    """The README's claims section quotes docs/budget-study.md's tables: every table row and answer
+    there is a line of the report, so regenerating the report from new records shows a stale quote."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Reproducing the papers", 1)[1].split("\n## ", 1)[0]
+    report = set((ROOT / "docs" / "budget-study.md").read_text().splitlines())
+    quoted = [line for line in section.splitlines() if line.startswith("| ") or line.startswith("- resnet")]
+    assert sum(line.startswith("|---") for line in section.splitlines()) >= 3  # claims, equal budget, frontier
+    assert [line for line in quoted if line not in report] == []
+    assert "](docs/budget-study.md)" in section and "](docs/study-3-epochs.md)" in section
