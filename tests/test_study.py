@@ -377,11 +377,13 @@ def test_budget_first_look_regenerates_from_its_run_records(tmp_path):
 
 
 def test_budget_study_regenerates_and_holds_only_its_specs_runs_of_the_default_recipe(tmp_path):
-    """#29's study: the committed report is `sharenet report` of the committed records, and every
-    record is a run of experiments/budget/study.yaml, made by the default recipe as the spec says."""
+    """#29's study: the committed report is `sharenet report` of the committed records, every run of
+    experiments/budget/study.yaml is among them, and each record is one of its runs, made by the
+    default recipe as the spec says."""
     _regenerates(DOCS / "budget" / "study", "budget-study", "Fashion-MNIST: every scheme at equal budgets", tmp_path)
     root, docs = DOCS.parent, DOCS
     planned = {run.out.name: run for run in plan_runs(load_spec(root / "experiments" / "budget" / "study.yaml"))}
+    assert all((root / run.out / "summary.json").is_file() for run in planned.values())  # every run of the grid
 
     def trained_how(config: dict) -> dict:  # the recipe: every key but the network's and the seed
         return {k: v for k, v in recipe_of(config).items() if not k.startswith("model.") and k != "run.seed"}
