@@ -1,6 +1,10 @@
 """Assertions shared by the test modules."""
 
 import json
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 from sharenet.models import Conv3x3
@@ -42,3 +46,27 @@ def newest_checkpoint_step(run_dir: Path) -> int:
         except FileNotFoundError:
             continue
     return max(steps, default=-1)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def regenerate_page(page: str, tmp_path: Path) -> Path:
+    """Run the one `sharenet report` command docs/<page>-notes.md shows, as written but writing into
+    tmp_path; assert its Markdown, and its CSV where the page has one, equal the committed files byte
+    for byte; return the regenerated Markdown's path. The published command itself is what is tested."""
+    text = (DOCS / f"{page}-notes.md").read_text().replace("\\\n", " ")
+    shown = [line for line in text.splitlines() if re.match(r"\s*(\.venv/bin/)?sharenet report ", line)]
+    assert len(shown) == 1, f"docs/{page}-notes.md shows {len(shown)} `sharenet report` commands"
+    argv = shlex.split(shown[0], comments=True)[1:]
+    i = argv.index("--out") + 1
+    assert DOCS.parent / argv[i] == DOCS / f"{page}.md", argv[i]
+    out = argv[i] = tmp_path / f"{page}.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sharenet", *map(str, argv)], cwd=DOCS.parent, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.read_text() == (DOCS / f"{page}.md").read_text()
+    if (DOCS / f"{page}.csv").exists():
+        assert out.with_suffix(".csv").read_text() == (DOCS / f"{page}.csv").read_text()
+    return out

@@ -3,12 +3,10 @@ its resume after a signal, the CIFAR-ResNet path, two ranks, and the faults refu
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ import sharenet
 from sharenet.engine.step import Distillation
 from sharenet.storage import file_digest
 
-from .helpers import newest_checkpoint_step
+from .helpers import newest_checkpoint_step, regenerate_page
 from .peers import CifarResNet, randomize
 from .test_distributed import torchrun
 from .test_train_cli import sharenet_cli
@@ -293,19 +291,7 @@ def test_the_compression_report_reads_every_stage_from_the_runs(compressed, teac
     assert "| resnet20 none | " in text and "from scratch, labels only" in text  # the teacher's own run
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.mark.parametrize("page", ["compress", "compress-lr-choice", "compress-heldout-choice"])
 def test_the_compression_pages_regenerate_from_their_records(page, tmp_path):
     """Each page is the output of the `sharenet report` command its notes show, byte for byte."""
-    text = (ROOT / "docs" / f"{page}-notes.md").read_text().replace("\\\n", " ")
-    lines = [line for line in text.splitlines() if line.startswith("sharenet report")]
-    commands = [shlex.split(line, comments=True)[1:] for line in lines]
-    assert len(commands) == 1
-    argv = commands[0]
-    i = argv.index("--out") + 1
-    target, argv[i] = ROOT / argv[i], str(tmp_path / f"{page}.md")
-    proc = subprocess.run([sys.executable, "-m", "sharenet", *argv], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / f"{page}.md").read_text() == target.read_text()
+    regenerate_page(page, tmp_path)

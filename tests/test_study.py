@@ -24,7 +24,7 @@ from sharenet.study.frontier import equal_budget_markdown, frontier_markdown, fr
 from sharenet.study.records import RunRecord
 from sharenet.study.runner import load_spec, plan_runs
 
-from .helpers import newest_checkpoint_step
+from .helpers import DOCS, newest_checkpoint_step, regenerate_page
 from .test_train_cli import sharenet_cli
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
@@ -209,27 +209,9 @@ def test_claims_pair_seeds_and_match_parameter_counts():
     assert all(len(a.diffs) == 1 and "noise" not in a.verdict for a in one_seed)
 
 
-DOCS = Path(__file__).parent.parent / "docs"
-
-
-def _regenerates(records: Path, page: str, title: str, tmp_path: Path) -> Path:
-    """Run `sharenet report` on committed records as docs/<page>-notes.md's command does; assert the
-    Markdown and CSV equal the committed ones byte for byte; return the regenerated Markdown's path."""
-    out = tmp_path / f"{page}.md"
-    sharenet_cli("report", str(records), "--out", str(out), "--title", title, "--notes", str(DOCS / f"{page}-notes.md"))
-    assert out.read_text() == (DOCS / f"{page}.md").read_text()
-    assert out.with_suffix(".csv").read_text() == (DOCS / f"{page}.csv").read_text()
-    return out
-
-
 def test_published_report_regenerates_from_its_run_records(tmp_path):
     """docs/study-3-epochs.md is exactly what `sharenet report` makes of the committed run records."""
-    out = _regenerates(
-        DOCS / "study-3-epochs" / "runs",
-        "study-3-epochs",
-        "The 3-epoch study: shared against unshared ResNets on Fashion-MNIST",
-        tmp_path,
-    )
+    out = regenerate_page("study-3-epochs", tmp_path)
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert len(rows) == 9 and all(r["n"] == "3" for r in rows)  # 3 models x 3 schemes x 3 seeds
 
@@ -336,13 +318,8 @@ ABLATION = (
 )
 ABLATION_TITLE = "Issue #15: the 5-epoch recipe, ablation on the held-out split"
 TEST_REPORTS = [
-    ("test-5-seeds", "recipe-5-epochs-test", "Issue #15: the default recipe, 5 epochs, 5 seeds (test set)", "bfloat16"),
-    (
-        "test-5-seeds-avx2",
-        "recipe-5-epochs-test-avx2",
-        "Issue #15: the default recipe, 5 epochs, 5 seeds (test set), fp32 on an AVX2-only CPU",
-        "float32",
-    ),
+    ("test-5-seeds", "recipe-5-epochs-test", "bfloat16"),
+    ("test-5-seeds-avx2", "recipe-5-epochs-test-avx2", "float32"),
 ]
 
 
@@ -367,8 +344,7 @@ def test_published_ablation_regenerates_from_its_run_records(tmp_path):
 
 def test_budget_first_look_regenerates_from_its_run_records(tmp_path):
     """#24's first look: every scheme at resnet20 stage's 172,666 parameters, each run its spec's."""
-    title = "Issue #24: every scheme at 172,666 parameters (first look)"
-    out = _regenerates(DOCS / "budget" / "first-look", "budget-first-look", title, tmp_path)
+    out = regenerate_page("budget-first-look", tmp_path)
     root = DOCS.parent
     spec = load_spec(root / "experiments" / "budget" / "first-look.yaml")
     assert all((root / run.out / "summary.json").is_file() for run in plan_runs(spec))  # every run of the spec
@@ -380,8 +356,8 @@ def test_budget_study_regenerates_and_holds_only_its_specs_runs_of_the_default_r
     """#29's study: the committed report is `sharenet report` of the committed records, every run of
     experiments/budget/study.yaml is among them, and each record is one of its runs, made by the
     default recipe as the spec says."""
-    _regenerates(DOCS / "budget" / "study", "budget-study", "Fashion-MNIST: every scheme at equal budgets", tmp_path)
-    root, docs = DOCS.parent, DOCS
+    regenerate_page("budget-study", tmp_path)
+    root = DOCS.parent
     planned = {run.out.name: run for run in plan_runs(load_spec(root / "experiments" / "budget" / "study.yaml"))}
     assert all((root / run.out / "summary.json").is_file() for run in planned.values())  # every run of the grid
 
@@ -389,7 +365,7 @@ def test_budget_study_regenerates_and_holds_only_its_specs_runs_of_the_default_r
         return {k: v for k, v in recipe_of(config).items() if not k.startswith("model.") and k != "run.seed"}
 
     default = trained_how(recipe_config("fashion-mnist").to_dict())
-    for summary in (docs / "budget" / "study").glob("*/summary.json"):
+    for summary in (DOCS / "budget" / "study").glob("*/summary.json"):
         run = planned[summary.parent.name]  # KeyError: a record the spec does not make
         config = json.loads((summary.parent / "config.json").read_text())
         model, seed = config["model"], config["run"]["seed"]
@@ -399,16 +375,15 @@ def test_budget_study_regenerates_and_holds_only_its_specs_runs_of_the_default_r
         assert json.loads(summary.read_text())["epochs"] == 5
 
 
-@pytest.mark.parametrize(("folder", "report", "title", "dtype"), TEST_REPORTS)
-def test_published_test_seeds_regenerate_and_are_of_the_default_recipe(tmp_path, folder, report, title, dtype):
+@pytest.mark.parametrize(("folder", "report", "dtype"), TEST_REPORTS)
+def test_published_test_seeds_regenerate_and_are_of_the_default_recipe(tmp_path, folder, report, dtype):
     """#15's five test-set seeds of the default, once per fast path: bf16 and fp32 (a CPU without bf16)."""
-    docs = DOCS
-    out = _regenerates(docs / "recipe-5-epochs" / folder, report, title, tmp_path)
+    out = regenerate_page(report, tmp_path)
     rows = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
     assert [(r["model"], r["share"], r["n"]) for r in rows] == [("resnet20", "stage", "5")]
-    summaries = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / folder).glob("*/summary.json")]
+    summaries = [json.loads(p.read_text()) for p in (DOCS / "recipe-5-epochs" / folder).glob("*/summary.json")]
     assert all(s["epochs"] == 5 and s["params"] == 172_666 and s["test_samples"] == 10_000 for s in summaries)
-    configs = [json.loads(p.read_text()) for p in (docs / "recipe-5-epochs" / folder).glob("*/config.json")]
+    configs = [json.loads(p.read_text()) for p in (DOCS / "recipe-5-epochs" / folder).glob("*/config.json")]
     assert sorted(c["run"]["seed"] for c in configs) == [0, 1, 2, 3, 4]
     assert all(
         c["recipe"] == "fashion-mnist" and c["data"]["val_split"] == 0 and c["env_dtype"] == dtype for c in configs
