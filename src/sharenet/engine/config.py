@@ -99,7 +99,8 @@ class ModelConfig:
     name: str = key("resnet20", "registered name or family form (resnet56, wrn28_10, ...)", resume=True, flag="--model")
     share: str = key("stage", "stage: one 3x3 kernel per stage (ShaResNet); block: one per block (Dai et al.); "
                      "templates: per-conv mixes of a bank per stage (Savarese & Maire); basis: shared filter bases "
-                     "(Kang et al.); ring: every stage conv reads one vector of any size (RPG, Wang et al.)",
+                     "(Kang et al.); ring: every stage conv reads one vector of any size (RPG, Wang et al.); "
+                     "stage_all: one kernel per stage for every C->C 3x3 conv",
                      choices=SCHEMES, resume=True, flag=True)
     shortcut: str | None = key(None, "CIFAR basic ResNets: A (zero-pad, He et al.; none means A) or B (1x1 conv)",
                                resume=True)
@@ -120,12 +121,17 @@ class ModelConfig:
                                 "(RPG's default), or what model.params chooses", low=1, resume=True)
     ring_seed: int = key(0, "share=ring: seeds the map of ring entries and signs (a pure function of it, recorded "
                          "in weight files)", low=0, resume=True)
+    relax_rank: int | None = key(0, "share=stage, block, stage_all, ring: relaxed sharing, a low-rank correction "
+                                 "of this rank on every conv that reads a shared kernel (0: hard sharing); none: "
+                                 "the largest rank within model.params", low=0, resume=True)
     zero_init_residual: bool = key(False, "start each block as the identity: zero the scale of the BatchNorm before "
                                    "its residual add (Goyal et al.); post-activation blocks (CIFAR, ImageNet) only")
 
     def create_kwargs(self) -> dict:
         """create_model's keywords: the architecture options and those of the chosen scheme only."""
         options = {k: getattr(self, k) for k in OPTIONS.get(self.share, ())}
+        if "relax_rank" in options and options["relax_rank"] is None:
+            options["relax_rank"] = "auto"
         sizes = {"width": self.width, "params": self.params}
         return {"share": self.share, "shortcut": self.shortcut, "dropout": self.dropout, **sizes, **options}
 
@@ -136,6 +142,8 @@ class ModelConfig:
         chosen = {"width": model_config["width"]}
         if self.share == "ring":
             chosen["ring_size"] = model_config["ring_size"]
+        if self.relax_rank is None:
+            chosen["relax_rank"] = model_config.get("relax_rank", 0)
         return replace(self, **chosen)
 
 

@@ -43,7 +43,14 @@ def check_config(cfg: Config) -> None:
     if d.fit and not d.teacher:
         raise ConfigError("distil.fit=true fits the student to a teacher: set distil.teacher=PATH too")
     m = cfg.model
-    kwargs = {**m.create_kwargs(), "params": None}  # a budget depends on the data's classes and channels:
+    if m.relax_rank != 0 and "relax_rank" not in OPTIONS.get(m.share, ()):
+        relaxable = ", ".join(s for s, names in OPTIONS.items() if "relax_rank" in names)
+        raise ConfigError(f"model.relax_rank applies to share={relaxable}, not model.share={m.share}")
+    if m.relax_rank is None and m.params is None:
+        raise ConfigError("model.relax_rank=none chooses the rank that meets model.params: set model.params too")
+    kwargs = {**m.create_kwargs(), "params": None}
+    if kwargs.get("relax_rank") == "auto":
+        kwargs["relax_rank"] = 0  # a budget depends on the data's classes and channels:
     with torch.device("meta"):  # it is solved when the model is built; here name, depth, scheme and options
         model = create_model(m.name, **kwargs)
         if m.zero_init_residual and not zero_init_residual(model):
@@ -83,7 +90,8 @@ def check_resume_compatible(cfg: Config, state: dict) -> list[str]:
 def _solved_again(name: str, value, cfg: Config) -> bool:
     """A width or ring size left to the budget now (None), recorded as solved: the same model.params
     (a resume=True key, compared on its own) solves to the same value."""
-    return name in ("model.width", "model.ring_size") and value is None and cfg.model.params is not None
+    solved = ("model.width", "model.ring_size", "model.relax_rank")
+    return name in solved and value is None and cfg.model.params is not None
 
 
 def _unused_option(name: str, share: str) -> bool:

@@ -36,6 +36,26 @@ class SharedKernel(nn.Module):
         return f"{self.in_ch}, {self.out_ch}, kernel_size=(3, 3)"
 
 
+class LowRank(nn.Module):
+    """Relaxed sharing's correction of one conv: B (out, r) @ A (r, in*k*k), added to the kernel it
+    reads. LoRA's initialisation (Hu et al. 2022): A Kaiming-uniform, B zero, so that a network
+    built with corrections starts as its hard-shared self and each correction learns what its
+    conv needs; a fit (weights/fit.py) sets both from the kernel the conv is to apply."""
+
+    def __init__(self, rank: int, out_ch: int, fan_in: int):
+        super().__init__()
+        self.a = nn.Parameter(torch.empty(rank, fan_in))
+        self.b = nn.Parameter(torch.zeros(out_ch, rank))
+        nn.init.kaiming_uniform_(self.a, a=5**0.5)
+
+    def add_to(self, kernel: torch.Tensor) -> torch.Tensor:
+        """kernel + B A: one (out, r) x (r, in*k*k) matmul per forward, not a second convolution."""
+        return kernel + (self.b @ self.a).view_as(kernel)
+
+    def extra_repr(self) -> str:
+        return f"rank={self.a.shape[0]}"
+
+
 class Conv3x3(nn.Module):
     """3x3 convolution, padding 1, no bias; its kernel is its own, borrowed, or both stacked.
 
@@ -43,11 +63,19 @@ class Conv3x3(nn.Module):
     a subclass mixes). `own`: output filters of its own, stacked before the borrowed ones (a
     filter-basis conv: own basis, then the stage's shared basis); default all or none. A
     borrowed kernel may be applied with a different stride than its other users (intra-block
-    sharing applies one kernel with stride 2, then 1).
+    sharing applies one kernel with stride 2, then 1). `rank`: relaxed sharing, a low-rank
+    correction of its own added to the borrowed kernel (`relax`, a `LowRank`).
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, kernel: nn.Module | None = None, *, own: int | None = None
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        kernel: nn.Module | None = None,
+        *,
+        own: int | None = None,
+        rank: int = 0,
     ):
         super().__init__()
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
@@ -61,6 +89,10 @@ class Conv3x3(nn.Module):
             self.weight = nn.Parameter(torch.empty(own, in_ch, 3, 3))
             _init_kernel(self.weight)
         self._borrowed: tuple[nn.Module, ...] = () if kernel is None else (kernel,)  # a tuple: not registered again
+        if rank:
+            if kernel is None or own:
+                raise InvalidArgumentError("a low-rank correction applies to a conv that borrows its whole kernel")
+            self.relax = LowRank(rank, out_ch, in_ch * 9)
 
     @property
     def borrowed(self) -> nn.Module | None:
@@ -72,13 +104,16 @@ class Conv3x3(nn.Module):
         if not self._borrowed:
             return self.weight
         shared = self._borrowed[0].weight
-        return torch.cat([self.weight, shared]) if self.own else shared
+        if self.own:
+            return torch.cat([self.weight, shared])
+        return self.relax.add_to(shared) if hasattr(self, "relax") else shared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.kernel(), None, self.stride, 1)
 
     def extra_repr(self) -> str:
         src = "own" if not self._borrowed else "own+shared" if self.own else "shared"
+        src += "+low-rank" if hasattr(self, "relax") else ""
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}, kernel={src}"
 
 

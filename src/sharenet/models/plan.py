@@ -17,6 +17,14 @@ metadata of weight files, plan recognition, fusion, fitting and unshare all read
 - ring (RPG, Wang et al. 2023): every conv of the stages, 3x3 and 1x1 alike, reads its kernel
   from one flat vector of `ring_size` entries at the root of the network (ring.py); the slots
   record where each conv's entries start in the concatenation of all of them.
+- stage_all: one kernel per stage for every 3x3 conv that maps C->C channels (conv1 and conv2 of
+  every block but a stage's first conv1 on basic blocks): the fewest kernels a stage can have,
+  the low end of the relaxed-sharing dial.
+Relaxed sharing (`relax_rank` r > 0; stage, block, stage_all and ring): every conv that reads a
+shared kernel S adds a low-rank correction of its own, W = S + B A with B (out, r) and A
+(r, in*k*k), as Relaxed Recursive Transformers (Bae et al. 2025) and MiniViT do: r = 0 is hard
+sharing, and each rank adds r * (out + in*k*k) parameters per conv, one dial from hard sharing
+towards the unshared network.
 The first block of a stage changes its shape (and under ShaResNet's basic-block rule is still
 shared); the learned schemes leave it whole, as both papers do.
 """
@@ -32,7 +40,7 @@ from ..errors import InvalidArgumentError
 from .blocks import BlockSpec
 from .families import ArchSpec
 
-SCHEMES = ("none", "stage", "block", "templates", "basis", "ring")
+SCHEMES = ("none", "stage", "block", "templates", "basis", "ring", "stage_all")
 Source = Literal["own", "shared", "templates", "basis", "ring"]  # where a conv's kernel comes from
 BASIS_KINDS = ("single", "double")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm state, not parameters
@@ -49,10 +57,16 @@ class Sharing:
     basis: str = "single"  # basis: one shared basis per stage, or one per conv position ("double")
     ring_size: int | None = None  # ring: its entries; None: one conv's worth (the largest kernel, RPG's default)
     ring_seed: int = 0  # ring: derives the map of ring entries and signs (ring.py), so a file rebuilds its kernels
+    relax_rank: int = 0  # stage, block, stage_all, ring: rank of each sharing conv's own correction (0: hard)
 
     def options(self) -> dict:
-        """The options that shape this scheme's model: what configs and weight files record."""
-        return {name: getattr(self, name) for name in OPTIONS.get(self.scheme, ())}
+        """The options that shape this scheme's model: what configs and weight files record. Rank 0 is
+        hard sharing, recorded as the scheme alone (as every file made before relaxed sharing is)."""
+        return {
+            name: getattr(self, name)
+            for name in OPTIONS.get(self.scheme, ())
+            if name != "relax_rank" or self.relax_rank
+        }
 
     def words(self) -> str:
         """ "share='templates', templates=2": the plan as create_model's keywords, for messages."""
@@ -65,11 +79,14 @@ class Sharing:
 
 
 OPTIONS = {
+    "stage": ("relax_rank",),
+    "block": ("relax_rank",),
+    "stage_all": ("relax_rank",),
     "templates": ("templates",),
     "basis": ("shared_rank", "unique_rank", "basis"),
-    "ring": ("ring_size", "ring_seed"),
+    "ring": ("ring_size", "ring_seed", "relax_rank"),
 }  # scheme -> its options
-OPTION_NAMES = tuple(name for names in OPTIONS.values() for name in names)  # every scheme's, once
+OPTION_NAMES = tuple(dict.fromkeys(name for names in OPTIONS.values() for name in names))  # every scheme's, once
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,7 @@ class ConvSlot:
     own_rank: int = 0  # basis: filters of its own basis
     kernel: int = 3  # kernel side
     offset: int = 0  # ring: where its entries start in the concatenation of every ring conv's
+    rank: int = 0  # relaxed sharing: rank of its own correction B A of the kernel it reads
 
     @property
     def block(self) -> str:
@@ -129,6 +147,8 @@ class ConvSlot:
     def tensors(self) -> dict[str, tuple[int, ...]]:
         """state_dict key -> shape of what this conv holds itself (shared tensors excluded)."""
         p = self.path
+        if self.rank:  # relaxed sharing: the correction B (out, r) A (r, in*k*k) added to the shared kernel
+            return {f"{p}.relax.a": (self.rank, self.in_ch * self.kernel**2), f"{p}.relax.b": (self.out_ch, self.rank)}
         if self.source == "own":
             return {f"{p}.weight": (self.out_ch, self.in_ch, self.kernel, self.kernel)}
         if self.source == "templates":
@@ -166,16 +186,27 @@ def channel_preserving(i: int, spec: BlockSpec) -> tuple[str, ...]:
     return ("conv1", "conv2") if spec.in_ch == spec.out_ch else ()
 
 
+def every_c_to_c(i: int, spec: BlockSpec) -> tuple[str, ...]:
+    """stage_all: every 3x3 conv of the block that maps C->C channels, whatever its stride."""
+    return tuple(name for name, (i_ch, o_ch, k, *_) in spec.convs().items() if k == 3 and i_ch == o_ch)
+
+
 RULES: dict[str, dict[str, Rule]] = {
     "basic": {
         "stage": every_block("conv2"),
         "block": channel_preserving,
         "templates": after_first("conv1", "conv2"),
         "basis": after_first("conv1", "conv2"),
+        "stage_all": every_c_to_c,
     },
-    "bottleneck": {"stage": stride_one("conv2"), "templates": after_first("conv2")},
-    "preact_bottleneck": {"stage": after_first("conv2"), "templates": after_first("conv2")},
-    "wide": {"stage": after_first("conv2"), "block": channel_preserving, "templates": after_first("conv1", "conv2")},
+    "bottleneck": {"stage": stride_one("conv2"), "templates": after_first("conv2"), "stage_all": every_c_to_c},
+    "preact_bottleneck": {"stage": after_first("conv2"), "templates": after_first("conv2"), "stage_all": every_c_to_c},
+    "wide": {
+        "stage": after_first("conv2"),
+        "block": channel_preserving,
+        "templates": after_first("conv1", "conv2"),
+        "stage_all": every_c_to_c,
+    },
 }
 WHY_NOT = {
     "block": "needs a block with two 3x3 convs, but {kind} blocks have one",
@@ -187,12 +218,16 @@ def check(sharing: Sharing) -> None:
     """Raise InvalidArgumentError for an unknown scheme or an option out of range."""
     if sharing.scheme not in SCHEMES:
         raise InvalidArgumentError(f"unknown sharing scheme {sharing.scheme!r}; valid: {', '.join(SCHEMES)}")
-    for name, low in (("templates", 1), ("shared_rank", 1), ("unique_rank", 0), ("ring_size", 1), ("ring_seed", 0)):
+    lows = {"templates": 1, "shared_rank": 1, "unique_rank": 0, "ring_size": 1, "ring_seed": 0, "relax_rank": 0}
+    for name, low in lows.items():
         value = getattr(sharing, name)
         if value is None and name == "ring_size":
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
+    if sharing.relax_rank and "relax_rank" not in OPTIONS.get(sharing.scheme, ()):
+        relaxable = ", ".join(s for s, names in OPTIONS.items() if "relax_rank" in names)
+        raise InvalidArgumentError(f"relax_rank applies to share={relaxable}, not share={sharing.scheme!r}")
     if sharing.basis not in BASIS_KINDS:
         raise InvalidArgumentError(f"basis must be one of {', '.join(BASIS_KINDS)}, got {sharing.basis!r}")
 
@@ -209,7 +244,7 @@ def check_scheme(scheme: str, kind: str) -> None:
 
 def _owned(sharing: Sharing, slot: ConvSlot, stage: str, position: int, scale: int) -> Owned:
     """The tensor a redirected slot uses: whose it is, its name and its shape."""
-    if sharing.scheme == "stage":
+    if sharing.scheme in ("stage", "stage_all"):
         return Owned(stage, "shared", slot.in_ch, slot.out_ch)
     if sharing.scheme == "block":
         return Owned(slot.block, "shared", slot.in_ch, slot.out_ch)
@@ -301,7 +336,28 @@ def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
             "and this scheme leaves the first block of a stage whole"
         )
     _check_shapes(plan)
-    return plan
+    return _relaxed(plan)
+
+
+def _relaxed(plan: SharePlan) -> SharePlan:
+    """The plan with a correction of rank `relax_rank` on every conv that reads a shared kernel or the
+    ring; a rank that some conv cannot use (above min(out, in*k*k), where B A is already any kernel)
+    is an error, not clipped, so that the count is what was asked for."""
+    rank = plan.sharing.relax_rank
+    if not rank:
+        return plan
+    slots = []
+    for slot in plan.slots:
+        if slot.source in ("shared", "ring"):
+            most = min(slot.out_ch, slot.in_ch * slot.kernel**2)
+            if rank > most:
+                raise InvalidArgumentError(
+                    f"relax_rank={rank} is more than {slot.path} can use: its {slot.in_ch}->{slot.out_ch} "
+                    f"{slot.kernel}x{slot.kernel} kernel has rank at most {most}"
+                )
+            slot = replace(slot, rank=rank)
+        slots.append(slot)
+    return replace(plan, slots=tuple(slots))
 
 
 def ring_convs(arch: ArchSpec) -> list[ConvSlot]:
@@ -322,10 +378,16 @@ def _ring_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
     sharing = replace(sharing, ring_size=size)
     ring = Owned("", "ring", 0, 0, size=size)
     slots = tuple(replace(s, source="ring", owned=ring) for s in convs)
-    return SharePlan(sharing, slots)
+    return _relaxed(SharePlan(sharing, slots))
 
 
-_SOURCE: dict[str, Source] = {"stage": "shared", "block": "shared", "templates": "templates", "basis": "basis"}
+_SOURCE: dict[str, Source] = {
+    "stage": "shared",
+    "block": "shared",
+    "stage_all": "shared",
+    "templates": "templates",
+    "basis": "basis",
+}
 
 
 def _check_shapes(plan: SharePlan) -> None:
@@ -359,9 +421,13 @@ def recognise(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> Sharing | N
 
 
 def _candidates(arch: ArchSpec, shapes: dict[str, tuple[int, ...]]) -> list[Sharing]:
-    out = [Sharing(s) for s in ("none", "stage", "block") if s == "none" or s in RULES[arch.kind]]
+    hard = ("none", "stage", "block", "stage_all")
+    out = [Sharing(s) for s in hard if s == "none" or s in RULES[arch.kind]]
     if len(shapes.get("ring.weight", ())) == 1:  # the seed is not in the shapes: weight files record it
         out.append(Sharing("ring", ring_size=shapes["ring.weight"][0]))
+    rank = next((shape[1] for key, shape in shapes.items() if key.endswith(".relax.b") and len(shape) == 2), 0)
+    if rank:  # relaxed sharing: every correction has the same rank
+        out = [replace(s, relax_rank=rank) for s in out if s.scheme != "none"]
     first_width = arch.stages[0][0].width
     for key, shape in shapes.items():
         if re.fullmatch(r"stages\.(\d+)\.bank\.templates", key) and len(shape) == 4:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from ..errors import InvalidArgumentError, UnknownModelError
 from .budget import count_on_meta, ring_size_for, widest_for
 from .families import IMAGENET_LAYOUTS, ArchSpec, cifar_resnet, imagenet_resnet, preact_resnet, wide_resnet
-from .plan import OPTIONS, Sharing, check_scheme, make_plan
+from .plan import OPTIONS, Sharing, check, check_scheme, make_plan
 from .resnet import ResNet
 
 NAMED = (
@@ -84,18 +84,24 @@ def create_model(
     basis: str | None = None,
     ring_size: int | None = None,
     ring_seed: int | None = None,
+    relax_rank: int | str | None = None,
 ) -> ResNet:
     """Build a model by name. `share`: "none", "stage" (ShaResNet), "block" (Dai et al.),
-    "templates" (Savarese & Maire), "basis" (Kang et al.) or "ring" (RPG, Wang et al.).
+    "templates" (Savarese & Maire), "basis" (Kang et al.), "ring" (RPG, Wang et al.) or
+    "stage_all" (one kernel per stage for every C->C 3x3 conv).
 
     `shortcut` ("A" or "B") applies to CIFAR basic ResNets, `dropout` to Wide ResNets,
     `templates` to share="templates" (default 2), `shared_rank`, `unique_rank` (first-stage
     ranks, default 16 and 1) and `basis` ("single" or "double") to share="basis", `ring_size`
     (default: the largest conv's kernel entries) and `ring_seed` (default 0) to share="ring".
+    `relax_rank` (stage, block, stage_all, ring): relaxed sharing, a correction B A of this rank
+    on every conv that reads a shared kernel (default 0: hard sharing); "auto" with `params`:
+    the largest rank within the budget.
     `width`: the first stage's channels, the others in proportion (default the family's: 16 for
     CIFAR and pre-activation nets, 64 for ImageNet, 16k for WRN).
     `params`: a parameter budget. share="ring" gets the ring size that makes the count exactly
-    `params`; every other scheme the widest network whose count is at most `params`. The model's
+    `params`; every other scheme the widest network whose count is at most `params`, or, with
+    relax_rank="auto", the largest correction rank at the family's width. The model's
     `config` records what was chosen, so that it rebuilds without solving again (a config with
     both checks that they agree).
     """
@@ -105,6 +111,9 @@ def create_model(
         raise InvalidArgumentError(f"{name}: only Wide ResNets take dropout")
     arch = _arch(name, shortcut, dropout, width)
     check_scheme(share, arch.kind)
+    auto_rank = relax_rank == "auto"
+    if auto_rank and params is None:
+        raise InvalidArgumentError('relax_rank="auto" chooses the rank that meets a budget: give params too')
     sharing = _sharing(
         share,
         templates=templates,
@@ -113,13 +122,16 @@ def create_model(
         basis=basis,
         ring_size=ring_size,
         ring_seed=ring_seed,
+        relax_rank=0 if auto_rank and share != "ring" else relax_rank,
     )
     num_classes = arch.default_classes if num_classes is None else num_classes
     for what, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidArgumentError(f"{what} must be a positive integer, got {value!r}")
     fixed = {"num_classes": num_classes, "in_chans": in_chans, "shortcut": shortcut, "dropout": dropout}
-    if params is not None:
+    if auto_rank:
+        sharing = _rank_for(name, params, sharing, fixed, width)
+    elif params is not None:
         arch, sharing = _meet_budget(name, params, arch, sharing, fixed, width)
     plan = make_plan(arch, sharing)
     model = ResNet(arch, plan, num_classes, in_chans)
@@ -155,11 +167,46 @@ def _meet_budget(name: str, params, arch: ArchSpec, sharing: Sharing, fixed: dic
     return _arch(name, fixed["shortcut"], fixed["dropout"], widest_for(params, build, what)), sharing
 
 
+def _rank_for(name: str, params, sharing: Sharing, fixed: dict, width: int | None) -> Sharing:
+    """The largest correction rank whose network counts at most `params` (at the width given, or the
+    family's): the count is linear in the rank, so two counts on the meta device solve it."""
+    if not isinstance(params, int) or isinstance(params, bool) or params < 1:
+        raise InvalidArgumentError(f"params must be a positive integer, got {params!r}")
+    if sharing.scheme == "ring":
+        raise InvalidArgumentError(
+            'relax_rank="auto" does not apply to share="ring": give the rank, and params solves the ring size'
+        )
+    if "relax_rank" not in OPTIONS.get(sharing.scheme, ()):
+        check(replace(sharing, relax_rank=1))  # names the schemes it applies to
+    what = f"{name} share={sharing.scheme!r} with corrections"
+
+    def count(rank: int) -> int:
+        return count_on_meta(create_model, name=name, share=sharing.scheme, **fixed, width=width, relax_rank=rank)
+
+    hard = count(0)
+    if params < hard:
+        raise InvalidArgumentError(f"params={params:,} is out of reach of {what}: rank 0 (hard sharing) has {hard:,}")
+    most = min(min(s.out_ch, s.in_ch * s.kernel**2) for s in _shared_slots(name, sharing, fixed, width))
+    per = count(1) - hard
+    rank = (params - hard) // per
+    if rank > most:
+        raise InvalidArgumentError(
+            f"params={params:,} is out of reach of {what}: the largest rank its convs can use ({most}) has "
+            f"{hard + most * per:,}; give a wider network (width) or share less"
+        )
+    return replace(sharing, relax_rank=rank)
+
+
+def _shared_slots(name: str, sharing: Sharing, fixed: dict, width: int | None):
+    arch = _arch(name, fixed["shortcut"], fixed["dropout"], width)
+    return [s for s in make_plan(arch, replace(sharing, relax_rank=0)).slots if s.source in ("shared", "ring")]
+
+
 def _sharing(share: str, **options) -> Sharing:
     """The Sharing asked for; an option given for another scheme is an error, not ignored."""
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None and not (k == "relax_rank" and v == 0)}
     for option in given:
         if option not in OPTIONS.get(share, ()):
-            owner = next(s for s, names in OPTIONS.items() if option in names)
-            raise InvalidArgumentError(f"{option} applies to share={owner!r}, not share={share!r}")
+            owners = ", ".join(repr(s) for s, names in OPTIONS.items() if option in names)
+            raise InvalidArgumentError(f"{option} applies to share={owners}, not share={share!r}")
     return Sharing(share, **given)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidArgumentError
+from .layers import LowRank
 
 PRIME = 2**31 - 1  # hash modulus: (h * A + B) and v * v stay below 2^62 for h, A, B, v < 2^31
 ROUNDS = 16  # swap-or-not rounds
@@ -156,13 +157,16 @@ class ParameterRing(nn.Module):
 
 
 class RingConv(nn.Module):
-    """A conv (k x k, no bias) whose kernel is read from the ring: ring[index] * sign * scale."""
+    """A conv (k x k, no bias) whose kernel is read from the ring: ring[index] * sign * scale, plus,
+    under relaxed sharing (`rank` > 0), a low-rank correction of its own (`relax`)."""
 
-    def __init__(self, in_ch: int, out_ch: int, k: int, stride: int, ring: ParameterRing, offset: int):
+    def __init__(self, in_ch: int, out_ch: int, k: int, stride: int, ring: ParameterRing, offset: int, rank: int = 0):
         super().__init__()
         self.in_ch, self.out_ch, self.k, self.stride, self.offset = in_ch, out_ch, k, stride, offset
         self.scale = rpg_scale(out_ch, k)
         self._borrowed = (ring,)  # a tuple: the ring is registered once, at the model's root
+        if rank:
+            self.relax = LowRank(rank, out_ch, in_ch * k * k)
 
     @property
     def borrowed(self) -> ParameterRing:
@@ -175,7 +179,8 @@ class RingConv(nn.Module):
     def kernel(self) -> torch.Tensor:
         """The (out_ch, in_ch, k, k) kernel applied in forward."""
         flat = self.borrowed.entries(self.offset, self.numel) * self.scale
-        return flat.view(self.out_ch, self.in_ch, self.k, self.k)
+        kernel = flat.view(self.out_ch, self.in_ch, self.k, self.k)
+        return self.relax.add_to(kernel) if hasattr(self, "relax") else kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self.kernel()
@@ -184,4 +189,5 @@ class RingConv(nn.Module):
         return F.conv2d(x, kernel, None, self.stride, self.k // 2)
 
     def extra_repr(self) -> str:
-        return f"{self.in_ch}, {self.out_ch}, kernel_size=({self.k}, {self.k}), stride={self.stride}, kernel=ring"
+        kernel = "ring+low-rank" if hasattr(self, "relax") else "ring"
+        return f"{self.in_ch}, {self.out_ch}, kernel_size=({self.k}, {self.k}), stride={self.stride}, kernel={kernel}"

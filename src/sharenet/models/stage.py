@@ -29,12 +29,12 @@ def make_conv(slot: ConvSlot, owners: dict[str, nn.Module]) -> nn.Module:
     """The module of one 3x3 slot, as its plan entry says."""
     shared = owners[slot.owned.path] if slot.owned else None
     if slot.source == "ring":
-        return RingConv(slot.in_ch, slot.out_ch, slot.kernel, slot.stride, shared, slot.offset)
+        return RingConv(slot.in_ch, slot.out_ch, slot.kernel, slot.stride, shared, slot.offset, slot.rank)
     if slot.source == "templates":
         return TemplateConv3x3(slot.in_ch, slot.out_ch, slot.stride, shared)
     if slot.source == "basis":
         return BasisConv3x3(slot.in_ch, slot.out_ch, slot.stride, shared, slot.own_rank)
-    return Conv3x3(slot.in_ch, slot.out_ch, slot.stride, shared)
+    return Conv3x3(slot.in_ch, slot.out_ch, slot.stride, shared, rank=slot.rank)
 
 
 class Stage(nn.Module):
