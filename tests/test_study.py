@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,8 +21,8 @@ from sharenet.engine.recipes import recipe_config
 from sharenet.engine.validate import check_config
 from sharenet.study.ablation import recipe_of
 from sharenet.study.claims import answer_claims
-from sharenet.study.frontier import equal_budget_markdown, frontier_markdown, frontier_plot, verdict
-from sharenet.study.records import RunRecord
+from sharenet.study.frontier import equal_budget_markdown, frontier_markdown, frontier_plot
+from sharenet.study.records import T975, RunRecord, judge, mean_std
 from sharenet.study.runner import load_spec, plan_runs
 
 from .helpers import DOCS, newest_checkpoint_step, regenerate_page
@@ -92,7 +93,7 @@ def test_study_runs_skips_resumes_and_reports(fmnist_dir, tmp_path):
         summaries[f"resnet14-stage-s{s}"]["test_top1"] - summaries[f"resnet14-none-s{s}"]["test_top1"] for s in (0, 1)
     ]
     claim = next(line for line in text.splitlines() if "| resnet14 stage - none |" in line)
-    assert f"| {100 * sum(paired) / 2:+.2f} ± " in claim and "| 2 |" in claim
+    assert f"| {100 * sum(paired) / 2:+.2f} [" in claim and "| 2 |" in claim
     for png in tmp_path.joinpath("report").glob("*.png"):
         with Image.open(png) as img:
             assert img.format == "PNG"
@@ -150,7 +151,7 @@ def test_frontier_pairs_each_line_with_the_plain_one_at_its_budget(tmp_path):
             )
     records.append(_record("resnet8", "none", 0, 40_000, 0.79, 0.1))  # an unbudgeted point in range
     table = frontier_markdown(records)
-    assert "| 20,000 | 17,254: 80.50 ± 0.71 (2) | 20,000: 85.50 ± 0.71 (2) | +5.00 ± 0.00 (better) |" in table
+    assert "| 20,000 | 17,254: 80.50 ± 0.71 (2) | 20,000: 85.50 ± 0.71 (2) | +5.00 [+5.00, +5.00] (better) |" in table
     assert "- resnet56 ring against resnet20 none: better at every budget up to 45,000 parameters." in table
     lost = [
         replace(r, test_top1=0.7 + 0.01 * r.seed) if r.share == "ring" and r.budget == 45_000 else r for r in records
@@ -162,7 +163,6 @@ def test_frontier_pairs_each_line_with_the_plain_one_at_its_budget(tmp_path):
     assert frontier_markdown(records[:2]) == ""  # one budget per line: no frontier
     png = frontier_plot(records, tmp_path / "frontier.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and Image.open(png).size[0] > 500
-    assert verdict([0.01, -0.02]) == "not resolved at n = 2" and verdict([-0.02, -0.03]) == "worse"
 
 
 def test_equal_budget_ranks_the_networks_that_meet_it_against_the_plain_one():
@@ -188,8 +188,10 @@ def test_equal_budget_ranks_the_networks_that_meet_it_against_the_plain_one():
         "| resnet20 block",
         "| resnet20 none (width 12)",
     ]
-    assert rows[0].endswith("| 93.60 ± 0.10 | 5.00 | +0.50 ± 0.00 (better) |")
-    assert rows[2].endswith("| -0.10 ± 0.10 (not resolved at n = 3) |") and rows[1].endswith("| 6.00 |  |")
+    assert rows[0].endswith("| 93.60 ± 0.10 | 5.00 | +0.50 [+0.50, +0.50] (better) |")
+    unresolved = "not resolved at n = 3: about 7 seeds would settle it if the spread holds"
+    assert rows[2].endswith(f"| -0.10 [-0.35, +0.15] ({unresolved}) |")
+    assert rows[1].endswith("| 6.00 |  |")
     assert "against resnet14 none" in table and "269,434" not in table
     assert equal_budget_markdown(records[:3]) == ""  # three networks: no table
 
@@ -201,14 +203,83 @@ def test_claims_pair_seeds_and_match_parameter_counts():
         + [_record("resnet56", "stage", s, 465_946, top1, 0.045) for s, top1 in ((0, 0.925), (1, 0.926), (2, 0.927))]
     )
     answers = {a.comparison: a for a in answer_claims(records)}
-    cost = answers["resnet56 stage - none"]
-    assert cost.diffs == pytest.approx([-0.005, -0.004, -0.003]) and cost.verdict == "holds (cost 0.40 <= 1 pts)"
+    cost = answers["resnet56 stage - none"]  # cost 0.40 [0.15, 0.65] pts: its interval lies under the 1 point
+    assert cost.diffs == pytest.approx([-0.005, -0.004, -0.003]) and cost.verdict == "holds (cost < 1 pts)"
     same = answers["resnet56 stage (465,946) - resnet32 none (464,154)"]
-    assert same.mean == pytest.approx(0.004) and same.verdict == "holds"
+    assert same.diffs == pytest.approx([0.005, 0.002, 0.005]) and same.verdict.startswith("not resolved at n = 3")
     assert not any("resnet32 none" in c for c in answers if c.startswith("resnet56 none"))  # unshared vs unshared
     assert "block" not in " ".join(answers)  # no block runs, no block claims
     one_seed = answer_claims([r for r in records if r.seed == 0])  # a first chunk of a study: n = 1
-    assert all(len(a.diffs) == 1 and "noise" not in a.verdict for a in one_seed)
+    assert all(len(a.diffs) == 1 and a.verdict == "not resolved at n = 1" for a in one_seed)
+
+
+def test_claim_one_is_judged_by_the_interval_against_the_papers_tolerance():
+    """Stage sharing's tolerance is 1 point: the cost's interval decides, not its mean."""
+    none = [_record("resnet20", "none", s, 269_434, 0.93, 0.05) for s in (0, 1, 2)]
+
+    def verdict(costs):
+        stage = [_record("resnet20", "stage", s, 172_666, 0.93 - c, 0.05) for s, c in enumerate(costs)]
+        return answer_claims(none + stage)[0].verdict
+
+    assert verdict([0.004, 0.005, 0.006]) == "holds (cost < 1 pts)"  # 0.50 [0.25, 0.75]
+    assert verdict([0.014, 0.015, 0.016]) == "fails (cost > 1 pts)"  # 1.50 [1.25, 1.75]
+    assert verdict([0.000, 0.005, 0.010]).startswith("not resolved at n = 3: about")  # 0.50 [-0.74, 1.74]
+
+
+def _spread(mean: float, std: float, n: int) -> list[float]:
+    """n values with exactly this mean and sample std."""
+    z = [i - (n - 1) / 2 for i in range(n)]
+    scale = std / mean_std(z)[1]
+    return [mean + scale * x for x in z]
+
+
+def test_a_mean_inside_its_std_is_resolved_by_the_t_interval_at_eight_seeds():
+    """The old rule (|mean| <= std: not resolved) could never be settled by more seeds; the interval,
+    t(7) * std / sqrt(8) = 0.84 std at n = 8, is."""
+    diffs = _spread(0.009, 0.010, 8)
+    mean, std = mean_std(diffs)
+    assert abs(mean) <= std  # what the std rule called not resolved
+    assert judge(diffs) == "better" and judge([-d for d in diffs]) == "worse"
+    assert judge(diffs, "holds", "fails") == "holds"
+
+
+def test_an_interval_over_zero_names_the_seeds_that_would_settle_it():
+    """+1.00 ± 1.00 at n = 3: t(2) * 1 / sqrt(3) = 2.48 covers zero; the smallest n with
+    t(n-1) / sqrt(n) < 1 is 7 (2.447 / 2.646), so seven seeds of the same spread settle it and six do not."""
+    diffs = [0.01, 0.0, 0.02]
+    assert judge(diffs) == "not resolved at n = 3: about 7 seeds would settle it if the spread holds"
+    assert judge(_spread(0.01, 0.01, 7)) == "better"
+    assert judge(_spread(0.01, 0.01, 6)).startswith("not resolved at n = 6: about 7 seeds")
+    never = "not resolved at n = 3: more than 50 seeds would be needed if the spread holds"
+    assert judge([0.001, -0.001, 0.0005]) == never
+    assert judge([0.05]) == "not resolved at n = 1"  # one pair has no spread, however large its difference
+
+
+def test_the_t_table_is_students_975_quantile():
+    """Each entry's t distribution function is 0.975 (Simpson's rule on the density)."""
+
+    def cdf(x, df, steps=2000):
+        c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+        f = [c * (1 + (i * x / steps) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + x / steps / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    assert len(T975) == 60
+    assert all(abs(cdf(t, df) - 0.975) < 2e-5 for df, t in enumerate(T975, 1))
+
+
+def test_claim_three_pairs_by_seed_not_against_the_others_mean():
+    """Seeds that move both networks alike: paired, the shared one is better on every seed; against
+    the other's mean, its seeds' spread would hide that. Shuffling the partner's seeds undoes it."""
+    deep = [_record("resnet20", "block", s, 170_362, 0.920 + 0.01 * s, 0.05) for s in (0, 1, 2)]
+    plain = [_record("resnet14", "none", s, 172_218, 0.918 + 0.01 * s, 0.05) for s in (0, 1, 2)]
+    answer = next(a for a in answer_claims(deep + plain) if a.claim.startswith("3."))
+    assert answer.comparison == "resnet20 block (170,362) - resnet14 none (172,218)"
+    assert answer.diffs == pytest.approx([0.002] * 3) and answer.verdict == "holds"
+    unpaired = [r.test_top1 - mean_std([p.test_top1 for p in plain])[0] for r in deep]
+    assert judge(unpaired) != "holds"  # the rule this claim used before: against the other's mean
+    shuffled = [replace(r, seed=(r.seed + 1) % 3) for r in plain]
+    answer = next(a for a in answer_claims(deep + shuffled) if a.claim.startswith("3."))
+    assert answer.diffs == pytest.approx([-0.018, 0.012, 0.012]) and answer.verdict.startswith("not resolved")
 
 
 def test_published_report_regenerates_from_its_run_records(tmp_path):

@@ -4,7 +4,7 @@ A recipe is tuned on `data.val_split`, never on the test set, so this table read
 validation top-1 only (summary.json: final epoch, never the best one). Each folder given is one
 variant; its runs (seeds) must share one configuration apart from the seed and how it was run.
 The first folder is the baseline: every other row names the settings it changes and the
-difference of its mean to the baseline's, beside the seed spread that difference must exceed.
+difference of its mean to the baseline's, beside its seed spread; the table gives no verdict.
 """
 
 from __future__ import annotations

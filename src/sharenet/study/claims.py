@@ -1,9 +1,9 @@
 """The papers' three claims, answered from recorded runs.
 
 Each answer is computed, never written by hand, so a regenerated report cannot drift from its
-run files: differences are paired by seed where both runs share one (same data order, same
-initial draw of the unshared weights), and a difference no larger than its own seed spread (or
-one pair alone) is called what it is: not resolved at that number of seeds.
+run files: differences are paired by seed (same data order, same initial draw of the unshared
+weights) and judged by the reports' one rule, `records.judge`: a verdict only where the 95 %
+interval of the mean difference excludes zero (for claim 1, the paper's tolerance).
 
 1. Sharing costs little accuracy: ShaResNet reports < 1 point on CIFAR, Dai et al. within 0.5.
 2. Intra-block sharing lowers the training error (Dai et al.).
@@ -12,10 +12,9 @@ one pair alone) is called what it is: not resolved at that number of seeds.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
-from .records import RunRecord, mean_std, unresolved
+from .records import RunRecord, judge, mean_std, paired, pts_interval
 
 TOLERANCE = {"stage": 0.01, "block": 0.005}  # the accuracy cost each paper reports as "little"
 SAME_PARAMS = 0.10  # "about the same number of parameters": within 10%
@@ -25,29 +24,16 @@ SAME_PARAMS = 0.10  # "about the same number of parameters": within 10%
 class Answer:
     claim: str
     comparison: str
-    diffs: list[float]  # one per seed pair (or per run when unpaired), in fractions
+    diffs: list[float]  # one per seed pair, in fractions
     verdict: str
 
     @property
     def mean(self) -> float:
         return mean_std(self.diffs)[0]
 
-    @property
-    def std(self) -> float:
-        return mean_std(self.diffs)[1]
 
-
-def _by_seed(records: list[RunRecord], dataset: str, model: str, share: str) -> dict[int, RunRecord]:
-    return {r.seed: r for r in records if (r.dataset, r.model, r.share) == (dataset, model, share)}
-
-
-def _paired(records, dataset, model, share, field) -> list[float]:
-    shared, base = _by_seed(records, dataset, model, share), _by_seed(records, dataset, model, "none")
-    return [
-        getattr(shared[s], field) - getattr(base[s], field)
-        for s in sorted(shared.keys() & base.keys())
-        if getattr(shared[s], field) is not None and getattr(base[s], field) is not None
-    ]
+def _runs(records: list[RunRecord], dataset: str, model: str, share: str) -> list[RunRecord]:
+    return [r for r in records if (r.dataset, r.model, r.share) == (dataset, model, share)]
 
 
 def answer_claims(records: list[RunRecord]) -> list[Answer]:
@@ -58,25 +44,17 @@ def answer_claims(records: list[RunRecord]) -> list[Answer]:
     )
     for dataset, model in groups:
         for share, tol in TOLERANCE.items():
-            diffs = _paired(records, dataset, model, share, "test_top1")
+            diffs = paired(_runs(records, dataset, model, share), _runs(records, dataset, model, "none"))
             if not diffs:
                 continue
-            cost = -statistics.fmean(diffs)
-            verdict = (
-                f"holds (no cost: {100 * -cost:+.2f} pts)"
-                if cost <= 0
-                else f"holds (cost {100 * cost:.2f} <= {100 * tol:g} pts)"
-                if cost <= tol
-                else f"fails (cost {100 * cost:.2f} > {100 * tol:g} pts)"
-            )
-            if sign := unresolved(diffs):
-                verdict += f"; its sign {sign}"
+            # the claim: shared minus unshared accuracy stays above -tol
+            verdict = judge(diffs, f"holds (cost < {100 * tol:g} pts)", f"fails (cost > {100 * tol:g} pts)", -tol)
             answers.append(Answer("1. sharing costs little accuracy", f"{model} {share} - none", diffs, verdict))
     for dataset, model in groups:
-        diffs = _paired(records, dataset, model, "block", "train_error")
+        block, none = _runs(records, dataset, model, "block"), _runs(records, dataset, model, "none")
+        diffs = paired(block, none, "train_error")
         if diffs:
-            lower = statistics.fmean(diffs) < 0
-            verdict = unresolved(diffs) or ("holds" if lower else "fails")
+            verdict = judge(diffs, above="fails", below="holds")
             answers.append(
                 Answer("2. block sharing lowers training error", f"{model} block - none (train error)", diffs, verdict)
             )
@@ -85,7 +63,8 @@ def answer_claims(records: list[RunRecord]) -> list[Answer]:
 
 
 def _same_params(records: list[RunRecord]) -> list[Answer]:
-    """Each shared configuration against the unshared network closest to it in parameters (within 10%)."""
+    """Each shared configuration against the unshared network closest to it in parameters (within 10%),
+    paired by seed."""
     answers = []
     unshared = {(r.dataset, r.model): r.params for r in records if r.share == "none"}
     shared = sorted(
@@ -97,18 +76,15 @@ def _same_params(records: list[RunRecord]) -> list[Answer]:
         if not near:
             continue
         other = min(near)[1]
-        a = [r.test_top1 for r in records if (r.dataset, r.model, r.share) == (dataset, model, share)]
-        b = [r.test_top1 for r in records if (r.dataset, r.model, r.share) == (dataset, other, "none")]
-        (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
-        diff, spread = mean_a - mean_b, max(std_a, std_b)
-        unresolved = f"not resolved at n = {len(a)}" if abs(diff) <= spread or len(a) < 2 else ""
-        verdict = unresolved or ("holds" if diff > 0 else "fails")
+        diffs = paired(_runs(records, dataset, model, share), _runs(records, dataset, other, "none"))
+        if not diffs:
+            continue
         answers.append(
             Answer(
                 "3. shared deep beats unshared of equal size",
                 f"{model} {share} ({params:,}) - {other} none ({unshared[(dataset, other)]:,})",
-                [x - mean_b for x in a],
-                verdict,
+                diffs,
+                judge(diffs, "holds", "fails"),
             )
         )
     return answers
@@ -118,11 +94,9 @@ def claims_markdown(answers: list[Answer]) -> str:
     if not answers:
         return ""
     lines = [
-        "| claim | comparison | difference, pts (mean ± std over seeds) | n | verdict |",
+        "| claim | comparison | difference, pts: mean [95 % interval] | n | verdict |",
         "|---|---|---|---|---|",
     ]
     for a in answers:
-        lines.append(
-            f"| {a.claim} | {a.comparison} | {100 * a.mean:+.2f} ± {100 * a.std:.2f} | {len(a.diffs)} | {a.verdict} |"
-        )
+        lines.append(f"| {a.claim} | {a.comparison} | {pts_interval(a.diffs)} | {len(a.diffs)} | {a.verdict} |")
     return "\n".join(lines) + "\n"

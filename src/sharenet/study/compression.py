@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, RunDir
-from .records import finished_at, machine, mean_std, variant
+from .records import finished_at, machine, mean_std, pct, variant
 
 
 @dataclass
@@ -61,9 +61,10 @@ def _student(run: RunDir) -> Student:
     )
 
 
-def _pct(values: list[float]) -> str:
+def _over_seeds(values: list[float]) -> str:
+    """ "92.99 ± 0.06" in %, the std only where there are two seeds or more."""
     mean, std = mean_std(values)
-    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(values) > 1 else "")
+    return pct(mean) + (f" ± {pct(std)}" if len(values) > 1 else "")
 
 
 def compression_markdown(students: list[Student]) -> str:
@@ -93,7 +94,7 @@ def compression_markdown(students: list[Student]) -> str:
         top1 = [s.top1 for s in runs]
         fitted = [s.fitted for s in runs if s.fitted is not None]
         bn = [s.bn for s in runs if s.bn is not None]
-        vs = f"{100 * (mean_std(top1)[0] - teacher['test_top1']):+.2f}" if teacher else ""
+        vs = pct(mean_std(top1)[0] - teacher["test_top1"], True) if teacher else ""
         minutes = mean_std([s.wall_s / 60 for s in runs])[0]
         epochs = {f"{s.epochs:g}" for s in runs}
         machines = sorted({s.machine for s in runs})
@@ -103,9 +104,9 @@ def compression_markdown(students: list[Student]) -> str:
             how,
             ", ".join(str(s.seed) for s in runs),
             "/".join(sorted(epochs)),
-            _pct(fitted) if fitted else "",
-            _pct(bn) if bn else "",
-            _pct(top1),
+            _over_seeds(fitted) if fitted else "",
+            _over_seeds(bn) if bn else "",
+            _over_seeds(top1),
             vs,
             f"{minutes:.1f}",
             "; ".join(machines),

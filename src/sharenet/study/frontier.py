@@ -3,8 +3,9 @@ whose runs differ only in their parameter budget (`model.params`).
 
 A line is (data set, model, scheme, scheme options): the plain network at the width a budget
 allows, sharing at the same depth, depth bought with shared parameters. Each is compared with the
-plain line at the same budget, paired by seed; a difference no larger than its seed spread is not
-resolved at that n. Unbudgeted plain networks within the budgets' range stand as single points.
+plain line at the same budget, paired by seed, and judged by the reports' one rule (`records.judge`:
+a verdict only where the 95 % interval excludes zero). Unbudgeted plain networks within the
+budgets' range stand as single points.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .records import RunRecord, mean_std, unresolved
+from .records import RunRecord, judge, mean_std, paired, pts_interval
 
 Line = tuple[str, str, str, str]  # data set, model, scheme, scheme options
 
@@ -42,23 +43,9 @@ def name(line: Line) -> str:
     return f"{model} {share}" + (f" ({options})" if options else "")
 
 
-def _paired(a: list[RunRecord], b: list[RunRecord]) -> list[float]:
-    by_seed = {r.seed: r.test_top1 for r in b}
-    return [r.test_top1 - by_seed[r.seed] for r in sorted(a, key=lambda r: r.seed) if r.seed in by_seed]
-
-
-def verdict(diffs: list[float]) -> str:
-    if not diffs:
-        return ""
-    return unresolved(diffs) or ("better" if mean_std(diffs)[0] > 0 else "worse")
-
-
 def _difference(diffs: list[float]) -> str:
-    """Paired differences as both tables write them: "+0.52 ± 0.34 (better)", or "" without pairs."""
-    if not diffs:
-        return ""
-    mean, std = mean_std(diffs)
-    return f"{100 * mean:+.2f} ± {100 * std:.2f} ({verdict(diffs)})"
+    """Paired differences as both tables write them: "+1.09 [+0.20, +1.98] (better)", or "" without pairs."""
+    return f"{pts_interval(diffs)} ({judge(diffs)})" if diffs else ""
 
 
 def frontier_markdown(records: list[RunRecord]) -> str:
@@ -71,9 +58,9 @@ def frontier_markdown(records: list[RunRecord]) -> str:
     head = "| budget | " + " | ".join(f"{name(k)}: params, test top-1 % (n)" for k in lines)
     plain = {k[0]: k for k in lines if k[2] == "none"}  # per data set, the plain line
     shared = [k for k in lines if k[2] != "none" and k[0] in plain]
-    head += "".join(f" | {name(k)} - {name(plain[k[0]])}, pts (verdict)" for k in shared) + " |"
+    head += "".join(f" | {name(k)} - {name(plain[k[0]])}, pts [95 % interval] (verdict)" for k in shared) + " |"
     out = [head, "|" + "---|" * (1 + len(lines) + len(shared))]
-    diffs = {(k, b): _paired(lines[k].get(b, []), lines[plain[k[0]]].get(b, [])) for k in shared for b in budgets}
+    diffs = {(k, b): paired(lines[k].get(b, []), lines[plain[k[0]]].get(b, [])) for k in shared for b in budgets}
     for budget in budgets:
         cells = []
         for runs in lines.values():
@@ -87,15 +74,16 @@ def frontier_markdown(records: list[RunRecord]) -> str:
             cells.append(_difference(diffs[k, budget]))
         out.append(f"| {budget:,} | " + " | ".join(cells) + " |")
     answers = [
-        _pays(name(k), name(plain[k[0]]), {b: verdict(diffs[k, b]) for b in budgets if diffs[k, b]}) for k in shared
+        _pays(name(k), name(plain[k[0]]), {b: judge(diffs[k, b]) for b in budgets if diffs[k, b]}) for k in shared
     ]
     return "\n".join(out) + "\n\n" + "\n".join(f"- {a}" for a in answers) + "\n"
 
 
 def _pays(line: str, plain: str, verdicts: dict[int, str]) -> str:
-    """Up to which budget `line` is better than `plain` at every budget from the smallest (budgets ascending)."""
+    """Up to which budget `line` is better than `plain` at every budget from the smallest (budgets ascending).
+    The other budgets' verdicts are named without the seeds that would settle them: the table has those."""
     better = [b for b in verdicts if all(verdicts[c] == "better" for c in verdicts if c <= b)]
-    rest = "; ".join(f"{b:,}: {v}" for b, v in verdicts.items() if b not in better)
+    rest = "; ".join(f"{b:,}: {v.partition(':')[0]}" for b, v in verdicts.items() if b not in better)
     if not better:
         return f"{line} against {plain}: better at no budget from the smallest up ({rest})."
     said = f"{line} against {plain}: better at every budget up to {better[-1]:,} parameters"
@@ -143,13 +131,14 @@ def equal_budget_markdown(records: list[RunRecord]) -> str:
         out += [
             f"Budget {b:,} parameters; differences against {ref or 'no plain network'}, paired by seed:",
             "",
-            "| network | params | n | test top-1 % (mean ± std) | final train error % | vs plain, pts (verdict) |",
+            "| network | params | n | test top-1 % (mean ± std) | final train error % "
+            "| vs plain, pts [95 % interval] (verdict) |",
             "|---|---:|---:|---|---:|---|",
         ]
         top1 = {key: mean_std([r.test_top1 for r in runs]) for key, runs in nets.items()}
         for key, runs in sorted(nets.items(), key=lambda kv: -top1[kv[0]][0]):
             errors = [r.train_error for r in runs if r.train_error is not None]
-            diffs = _paired(runs, nets[ref]) if ref and key != ref else []
+            diffs = paired(runs, nets[ref]) if ref and key != ref else []
             vs = _difference(diffs)
             err = f"{100 * mean_std(errors)[0]:.2f}" if errors else ""
             params = "/".join(f"{p:,}" for p in sorted({r.params for r in runs}))
@@ -157,6 +146,14 @@ def equal_budget_markdown(records: list[RunRecord]) -> str:
             out.append(f"| {key} | {params} | {len(runs)} | {score} | {err} | {vs} |")
         out.append("")
     return "\n".join(out)
+
+
+def _point(group: list[RunRecord]) -> tuple[int, float, float, float]:
+    """A plotted point: its params, the seeds' mean test top-1 in %, and the distances down to the lowest
+    seed and up to the highest."""
+    tops = [100 * r.test_top1 for r in group]
+    mean = sum(tops) / len(tops)
+    return group[0].params, mean, mean - min(tops), max(tops) - mean
 
 
 def frontier_plot(records: list[RunRecord], path: Path) -> Path | None:
@@ -167,14 +164,7 @@ def frontier_plot(records: list[RunRecord], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for key, runs in lines.items():
-        xs, ys, lo, hi = [], [], [], []
-        for group in runs.values():
-            tops = [100 * r.test_top1 for r in group]
-            mean = sum(tops) / len(tops)
-            xs.append(group[0].params)
-            ys.append(mean)
-            lo.append(mean - min(tops))
-            hi.append(max(tops) - mean)
+        xs, ys, lo, hi = zip(*(_point(group) for group in runs.values()), strict=True)
         ns = sorted({len(group) for group in runs.values()})
         n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"{name(key)} (n per point {n})")
@@ -184,17 +174,9 @@ def frontier_plot(records: list[RunRecord], path: Path) -> Path | None:
         if r.budget is None and r.share == "none" and r.params <= 1.1 * top:
             points.setdefault(r.model, []).append(r)
     for (model, group), marker in zip(sorted(points.items()), "sD^vP*X", strict=False):
-        tops = [100 * r.test_top1 for r in group]
-        mean = sum(tops) / len(tops)
-        ax.errorbar(
-            [group[0].params],
-            [mean],
-            yerr=[[mean - min(tops)], [max(tops) - mean]],
-            fmt=marker,
-            capsize=3,
-            color="black",
-            label=f"{model} none (n {len(group)})",
-        )
+        x, y, lo, hi = _point(group)
+        label = f"{model} none (n {len(group)})"
+        ax.errorbar([x], [y], yerr=[[lo], [hi]], fmt=marker, capsize=3, color="black", label=label)
     ax.set(xscale="log", xlabel="parameters", ylabel="test top-1 (%), final epoch", title="where capacity binds")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

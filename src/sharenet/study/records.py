@@ -1,7 +1,9 @@
-"""What a study knows of each finished run, read from its run directory (rundir.py owns the layout)."""
+"""What a study knows of each finished run, read from its run directory (rundir.py owns the layout),
+and the one rule by which every report judges runs paired by seed (`judge`)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +102,79 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def unresolved(diffs: list[float]) -> str:
-    """ "not resolved at n = k" when paired differences' mean is no larger than their seed spread, or
-    k = 1; "" when resolved. The claims and the frontier judge by this one rule."""
+def pct(value: float | None, signed: bool = False) -> str:
+    """A fraction as every table writes it: percent (points where `signed`) to two decimals; "" for none."""
+    return "" if value is None else f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def paired(runs: list[RunRecord], base: list[RunRecord], field: str = "test_top1") -> list[float]:
+    """`field` of each run minus that of the `base` run of the same seed (same data order, same initial
+    draw of what is not shared), in seed order; seeds without a partner, or without the value, are left out."""
+    by_seed = {r.seed: getattr(r, field) for r in base}
+    return [
+        getattr(r, field) - by_seed[r.seed]
+        for r in sorted(runs, key=lambda r: r.seed)
+        if by_seed.get(r.seed) is not None and getattr(r, field) is not None
+    ]
+
+
+T975 = (  # Student's t, 0.975 quantiles for 1..60 degrees of freedom (see t975)
+    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+    2.0395, 2.0369, 2.0345, 2.0322, 2.0301, 2.0281, 2.0262, 2.0244, 2.0227, 2.0211,
+    2.0195, 2.0181, 2.0167, 2.0154, 2.0141, 2.0129, 2.0117, 2.0106, 2.0096, 2.0086,
+    2.0076, 2.0066, 2.0057, 2.0049, 2.0040, 2.0032, 2.0025, 2.0017, 2.0010, 2.0003,
+)  # fmt: skip
+MOST_SEEDS = 50  # a verdict names the seeds that would settle it up to this many, "more than" beyond
+
+
+def t975(df: int) -> float:
+    """Student's t 0.975 quantile; beyond 60 degrees of freedom the normal's 1.96 (no study here comes
+    near). A table rather than scipy: the rule needs these sixty numbers and nothing else of it, so the
+    package gains no compiled dependency and the published pages depend on no library's numerics
+    (tests/test_study.py checks every entry against the t distribution's density)."""
+    return T975[df - 1] if df <= len(T975) else 1.96
+
+
+def interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95 % Student-t interval (n - 1 degrees of freedom); unbounded
+    for one difference, which has no spread."""
     mean, std = mean_std(diffs)
-    return "" if len(diffs) > 1 and abs(mean) > std else f"not resolved at n = {len(diffs)}"
+    half = t975(len(diffs) - 1) * std / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+    return mean, mean - half, mean + half
+
+
+def judge(diffs: list[float], above: str = "better", below: str = "worse", against: float = 0.0) -> str:
+    """The one verdict rule of every report: paired differences (one per seed) are `above` where their
+    95 % interval lies above `against` (zero, or a claim's tolerance), `below` where it lies below, and
+    otherwise not resolved. The interval narrows as t(n-1) * std / sqrt(n), so more seeds can settle
+    what a mean inside its own std never could: an unresolved verdict says about how many would, the
+    smallest m with t(m-1) * std / sqrt(m) < |mean - against|, if the seeds' spread holds."""
+    mean, low, high = interval(diffs)
+    if low > against:
+        return above
+    if high < against:
+        return below
+    n, std = len(diffs), mean_std(diffs)[1]
+    if n < 2:
+        return f"not resolved at n = {n}"  # one pair: no spread to judge by
+    gap = abs(mean - against)
+    m = next((k for k in range(n + 1, MOST_SEEDS + 1) if t975(k - 1) * std / math.sqrt(k) < gap), None)
+    settle = f"about {m} seeds would settle it" if m else f"more than {MOST_SEEDS} seeds would be needed"
+    return f"not resolved at n = {n}: {settle} if the spread holds"
+
+
+def rule(against: str = "zero") -> str:
+    """The rule `judge` applies, in the words a report prints beside its verdicts."""
+    return (
+        f"A verdict is given only where the 95 % Student-t interval of the mean paired difference (n - 1 "
+        f"degrees of freedom) excludes {against}; otherwise 'not resolved at n = k' says about how many seeds "
+        "would settle it if their spread holds (at n = 1 there is no spread to judge by)."
+    )
+
+
+def pts_interval(diffs: list[float]) -> str:
+    """ "+0.28 [-1.34, +1.90]": the mean difference in points and its 95 % interval (none at n = 1)."""
+    mean, low, high = interval(diffs)
+    return pct(mean, True) + (f" [{pct(low, True)}, {pct(high, True)}]" if len(diffs) > 1 else "")

@@ -15,7 +15,7 @@ from ..paper import PAPER_TOP1_ERROR
 from .claims import answer_claims, claims_markdown
 from .frontier import equal_budget_markdown, frontier_markdown, frontier_plot
 from .plots import accuracy_vs_params, curves_per_model
-from .records import RunRecord, mean_std
+from .records import RunRecord, mean_std, pct, rule
 
 
 def aggregate(records: list[RunRecord]) -> list[dict]:
@@ -60,10 +60,6 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
     return rows
 
 
-def _pct(v, signed=False) -> str:
-    return "" if v is None else f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}"
-
-
 def markdown(rows: list[dict]) -> str:
     """The table; a column of variants (width, scheme options, budget) only where a run has one."""
     variants = any(r["variant"] for r in rows)
@@ -75,9 +71,9 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         variant = f" {r['variant']} |" if variants else ""
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['share']} |{variant} {r['params']:,} | {_pct(r['test_top1'])} ± "
-            f"{_pct(r['test_top1_std'])} | {r['n']} | {_pct(r['train_error'])} | {_pct(r['vs_unshared'], True)} "
-            f"| {_pct(r['paper_top1'])} | {_pct(r['vs_paper'], True)} | {r['minutes_per_run']:.1f} | {r['machine']} |"
+            f"| {r['dataset']} | {r['model']} | {r['share']} |{variant} {r['params']:,} | {pct(r['test_top1'])} ± "
+            f"{pct(r['test_top1_std'])} | {r['n']} | {pct(r['train_error'])} | {pct(r['vs_unshared'], True)} "
+            f"| {pct(r['paper_top1'])} | {pct(r['vs_paper'], True)} | {r['minutes_per_run']:.1f} | {r['machine']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -113,10 +109,8 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
             "## The papers' claims on these runs",
             "",
             claims,
-            "Differences are paired by seed (shared minus unshared run of the same seed) for claims 1-2; "
-            'claim 3 compares each shared run with the mean of the unshared runs. "not resolved at n = k": '
-            "the mean difference is no larger than the seed spread (std), or k = 1; for claim 1 the cost is "
-            "judged against the paper's tolerance and only its sign is unresolved.",
+            "Differences are paired by seed: shared minus unshared run of the same seed (claim 2: of the final "
+            "training error). " + rule("zero (for claim 1: minus the paper's tolerance, the cost it calls little)"),
             "",
         ]
     budgets = equal_budget_markdown(records)
@@ -127,8 +121,7 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
             budgets,
             "A network meets a budget when it was solved for it (`model.params`: the widest that fits, or the "
             "ring of that size) or, at its family's width, is within 2 % of it. Most accurate first; 'vs plain' "
-            "is paired by seed against the plain network at its family's width; 'not resolved' where the seed "
-            "spread covers the difference.",
+            "is paired by seed against the plain network at its family's width. " + rule(),
             "",
         ]
     frontier = frontier_markdown(records)
@@ -140,9 +133,9 @@ def write_report(records: list[RunRecord], out: Path, title: str | None = None, 
             frontier,
             "Each line's runs differ only in their parameter budget (model.params): the plain network at the "
             "width that fits, or the ring of the size that meets it. Differences are paired by seed against the "
-            "plain line at the same budget; 'not resolved' where the seed spread covers the difference. The "
-            "list under the table answers from which budget down each shared line beats the plain one: the "
-            "largest budget up to which it is better at every budget.",
+            "plain line at the same budget. " + rule() + " The list under the table answers from which budget "
+            "down each shared line beats the plain one: the largest budget up to which it is better at every "
+            "budget.",
             "",
             f"![test top-1 against parameters, each line with its seeds' range]({files['frontier'].name})",
             "",
