@@ -119,22 +119,51 @@ def test_compress_fits_reestimates_and_distils_into_a_run_directory(compressed, 
 
 def test_a_fitted_start_keeps_what_is_not_shared(teacher, compressed):
     """Before any step, every tensor outside the shared kernels is the teacher's (BatchNorm affine
-    weights, stem, head), and the shared kernel is the mean of the kernels it replaces."""
+    weights, stem, head), and a weight-space fit's shared kernel is the mean of the kernels it replaces."""
     from sharenet.engine.distil import fit_student, read_teacher
 
     t = read_teacher(teacher, "resnet20")
     student = sharenet.create_model("resnet20", share="stage", num_classes=10, in_chans=1)
-    error = fit_student(student, t)
+    errors = fit_student(student, t)
     ours, theirs = student.state_dict(), t.model.state_dict()
     assert torch.equal(ours["head.fc.weight"], theirs["head.fc.weight"])
     assert torch.equal(ours["stages.1.blocks.2.bn2.weight"], theirs["stages.1.blocks.2.bn2.weight"])
     for owned in student.plan.owned():
         kernels = [theirs[f"{slot.path}.weight"] for slot in student.plan.users(owned)]
         assert len(kernels) >= 2 and torch.allclose(ours[owned.key], torch.stack(kernels).mean(0))
-    assert error == pytest.approx(_summary(compressed[0])["start"]["fit_error"])
+    assert set(errors) == {s.path for s in student.plan.slots if s.source == "shared"}
+    start = _summary(compressed[0])["start"]  # compress fits outputs on calibration images by default
+    assert start["fit_on"] == "data" and set(start["fit_errors"]) == set(errors)
 
 
-@pytest.mark.slow
+def test_a_data_aware_fit_has_less_output_error_than_the_weight_space_one(teacher, fmnist_dir):
+    """On the teacher's real conv inputs, the shared kernel S = (sum W C)(sum C)^-1 and the whitened
+    corrections err less on every conv's outputs than the mean and plain SVD; exact at full rank."""
+    from sharenet.engine.config import Config, apply
+    from sharenet.engine.data_setup import make_streams
+    from sharenet.engine.distil import fit_student, input_covariances, read_teacher
+    from sharenet.weights.fit import whitening
+
+    t = read_teacher(teacher, "resnet20")
+    cfg = apply(Config(), {"data.data_dir": str(fmnist_dir), "run.channels_last": False})
+    stream = make_streams(cfg, torch.device("cpu")).train
+    student = sharenet.create_model("resnet20", share="stage", num_classes=10, in_chans=1, relax_rank=2)
+    paths = [s.path for s in student.plan.slots if s.source == "shared"]
+    cov = input_covariances(t.model, paths, stream, 4, torch.device("cpu"), torch.float32)
+    data = fit_student(student, t, cov)
+    weights_fit = sharenet.create_model("resnet20", share="stage", num_classes=10, in_chans=1, relax_rank=2)
+    fit_student(weights_fit, t)
+    theirs = t.model.state_dict()
+    for path in paths:
+        w, root = theirs[f"{path}.weight"].flatten(1).double(), whitening(cov[path])
+        k = weights_fit.get_submodule(path).kernel().detach().flatten(1).double()
+        by_weights = float(((k - w) @ root).norm() / (w @ root).norm())
+        assert data[path] < by_weights, path
+    full = sharenet.create_model("resnet20", share="stage", num_classes=10, in_chans=1, relax_rank=16)
+    exact = fit_student(full, t, cov)  # rank 16 holds any kernel of 16 outputs: stage 0's are exact
+    assert all((err < 1e-9) == path.startswith("stages.0.") for path, err in exact.items()), exact
+
+
 def test_compress_stopped_by_sigterm_and_resumed_equals_uninterrupted(teacher, fmnist_dir, tmp_path):
     def start(out, *extra):
         cmd = [sys.executable, "-m", "sharenet", "compress", str(teacher), "--share", "stage"]
@@ -200,12 +229,32 @@ def test_distillation_from_scratch_and_a_budget_that_changes_the_width(teacher, 
     assert s["start"] == {"from": "scratch"} and s["teacher"]["params"] == _summary(teacher)["params"]
     out = tmp_path / "narrow"
     proc = sharenet_cli(
-        "compress", str(teacher), "--share", "stage", "--params", "50000", "--data-dir", str(fmnist_dir),
+        "compress", str(teacher), "--share", "templates", "--params", "50000", "--data-dir", str(fmnist_dir),
         "--out", str(out), "--max-steps", "4", *FAST,
     )  # fmt: skip
     s = _summary(out)
     assert s["start"] == {"from": "scratch", "fittable": False} and s["params"] <= 50_000
     assert "cannot be fitted" in proc.stderr
+
+
+def test_compress_on_the_dial_picks_the_rank_that_meets_the_budget(teacher, fmnist_dir, tmp_path):
+    """`compress --share stage --params N` keeps the teacher's width and adds corrections of the
+    largest rank within N, fitted on calibration images: a start nearer the teacher than hard sharing's."""
+    out = tmp_path / "dial"
+    proc = sharenet_cli(
+        "compress", str(teacher), "--share", "stage", "--params", "200000", "--data-dir", str(fmnist_dir),
+        "--out", str(out), "--max-steps", "2", *FAST,
+    )  # fmt: skip
+    s, config = _summary(out), json.loads((out / "config.json").read_text())
+    rank = config["model"]["relax_rank"]
+    per_rank = 3 * (16 + 16 * 9) + 3 * (32 + 32 * 9) + 3 * (64 + 64 * 9)  # the 9 shared conv2s: out + in*9 each
+    assert rank == (200_000 - 172_666) // per_rank == 8 and s["params"] == 172_666 + rank * per_rank
+    assert s["start"]["from"] == "fit" and s["start"]["fit_on"] == "data"
+    assert "corrections of rank 8 (the largest that fits)" in proc.stdout
+    loaded = sharenet.load(out / "model.safetensors")
+    assert loaded.config["relax_rank"] == 8 and loaded.share == "stage"
+    assert "is out of reach" in _fault(tmp_path, teacher, "--share", "stage", "--params", "100000",
+                                       "--data-dir", str(fmnist_dir))  # fmt: skip
 
 
 def test_compress_a_cifar_resnet_checkpoint_on_real_cifar10_images(cifar10_dir, tmp_path):

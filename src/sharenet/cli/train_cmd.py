@@ -194,7 +194,9 @@ def compress_config(args):
             )
     cfg = resolve_config(args, "compress", base)
     m = cfg.model
-    if m.params is not None and m.share != "ring" and "model.width" not in explicit:
+    if m.params is not None and m.share in ("stage", "block", "stage_all") and "model.relax_rank" not in explicit:
+        cfg = apply(cfg, {"model.relax_rank": None})  # the dial: the teacher's width, the rank that meets the budget
+    elif m.params is not None and m.share != "ring" and "model.width" not in explicit:
         cfg = apply(cfg, {"model.width": None})  # the budget chooses the width (which then cannot be fitted)
     return cfg
 

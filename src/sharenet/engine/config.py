@@ -235,6 +235,12 @@ class DistilConfig:
                     "replaces (mean, SVD, least squares), then re-estimate BatchNorm; sharenet compress sets it. A "
                     "student of another width or depth cannot be fitted: it starts from scratch, as the run says",
                     resume=True)
+    fit_on: str = key("weights", "distil.fit: fit each conv's outputs on calibration images (data, what sharenet "
+                      "compress does: the shared kernel and corrections of least output error, SVD-LLM's "
+                      "whitening) or its weights (weights: means and plain SVDs); templates and basis fit weights",
+                      choices=("data", "weights"), resume=True)
+    calibration_batches: int = key(20, "distil.fit_on=data: training batches whose conv inputs weigh the fit",
+                                   low=1, resume=True)
     alpha: float = key(0.9, "weight of the distillation term: loss = (1 - alpha) CE + alpha T^2 KL(teacher || "
                        "student); 0.9 with T = 4 is the knowledge-distillation setting of Tian et al.'s CRD "
                        "benchmark", low=0, high=1)

@@ -157,11 +157,56 @@ def fittable(student: ResNet, teacher: Teacher) -> bool:
     return all(student.config.get(k) == teacher.model.config.get(k) for k in ARCHITECTURE)
 
 
-def fit_student(student: ResNet, teacher: Teacher) -> float:
-    """Fit the student's weights to the teacher's; the mean relative reconstruction error of its convs."""
-    report = fuse(student, unshared_state_dict(teacher.model))
-    errors = [e for convs in report.values() for e in convs.values()]
-    return sum(errors) / len(errors) if errors else 0.0
+def fit_student(student: ResNet, teacher: Teacher, covariances: dict | None = None) -> dict[str, float]:
+    """Fit the student's weights to the teacher's (with `covariances`, their outputs on calibration
+    inputs); each fitted conv's relative error, of its kernel or of its outputs."""
+    report = fuse(student, unshared_state_dict(teacher.model), covariances)
+    return {conv: e for convs in report.values() for conv, e in convs.items()}
+
+
+def input_covariances(
+    model: nn.Module, paths: list[str], stream, count: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Per conv path, the second moment C = X^T X (float64, on the CPU) of its input patches X
+    (rows: every output position of every image; columns: in*k*k, the kernel's layout) over the
+    first `count` batches of the training `stream`, summed over the ranks: what a data-aware fit
+    weighs each conv's errors by. The model runs in eval mode, as the teacher it is."""
+    used = min(count, len(stream))
+    if used < 1:
+        raise ConfigError("a data-aware fit needs at least one calibration batch (distil.calibration_batches >= 1)")
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook(path, conv):
+        if isinstance(conv, nn.Conv2d):  # a 1x1 (or a peer's) conv
+            k, stride = conv.kernel_size[0], conv.stride[0]
+        else:  # sharenet's Conv3x3 (own, borrowed or filter-basis kernel) or RingConv
+            k, stride = getattr(conv, "k", 3), conv.stride
+
+        def record(module, inputs, output):
+            patches = torch.nn.functional.unfold(inputs[0].float(), k, padding=k // 2, stride=stride)  # (N, d, P)
+            x = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+            moment = (x.T @ x).double().cpu()  # fp32 products, summed in fp64 across batches
+            sums[path] = sums[path] + moment if path in sums else moment
+
+        return conv.register_forward_hook(record)
+
+    handles = [hook(p, model.get_submodule(p)) for p in paths]
+    try:
+        with torch.no_grad(), autocast(device, dtype):
+            for x, _ in itertools.islice(stream.epoch(0), used):
+                model(x.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    for path, t in sums.items():
+        dist.all_reduce_sum(t)
+        if t.trace() == 0 or torch.linalg.matrix_rank(t.float()) < t.shape[0] // 2:
+            raise ConfigError(
+                f"too few calibration images for a data-aware fit: {used} batches leave the inputs of {path} "
+                f"spanning fewer than half of its {t.shape[0]} dimensions; raise distil.calibration_batches "
+                "or fit weights (distil.fit_on=weights)"
+            )
+    return sums
 
 
 def reestimate_batchnorm(model: nn.Module, stream, count: int, device: torch.device, dtype: torch.dtype) -> int:

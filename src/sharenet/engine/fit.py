@@ -28,6 +28,7 @@ from .distil import (
     check_student,
     fit_student,
     fittable,
+    input_covariances,
     on_fast_path,
     read_teacher,
     reestimate_batchnorm,
@@ -129,17 +130,29 @@ def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, d
         )
         return {"from": "scratch", "fittable": False}
     t0, dtype = time.perf_counter(), pick_dtype(cfg.run.precision, device)
-    error = fit_student(model, teacher)
+    d = cfg.distil
+    space = d.fit_on if model.plan.scheme not in ("templates", "basis") else "weights"
+    covariances = None
+    if space == "data":
+        paths = [s.path for s in model.plan.slots if s.source in ("shared", "ring")]
+        teacher.model.to(device)
+        covariances = input_covariances(teacher.model, paths, streams.train, d.calibration_batches, device, dtype)
+        teacher.model.cpu()
+    errors = fit_student(model, teacher, covariances)
+    error = sum(errors.values()) / len(errors) if errors else 0.0
     fitted = test_top1(model, streams, device, dtype)
     used = reestimate_batchnorm(model, streams.train, cfg.distil.bn_batches, device, dtype)
     after = test_top1(model, streams, device, dtype) if used else fitted
+    what = "outputs on calibration images" if space == "data" else "kernels"
     say(
-        f"fitted to the teacher (mean relative error of the convs {error:.3f}): test top-1 {fitted:.4f}; "
+        f"fitted to the teacher (mean relative error of the convs' {what} {error:.3f}): test top-1 {fitted:.4f}; "
         f"after re-estimating BatchNorm on {used} training batches {after:.4f}"
     )
     return {
         "from": "fit",
+        "fit_on": space,
         "fit_error": error,
+        "fit_errors": errors,  # per conv: relative error of its outputs (fit_on data) or of its kernel
         "fitted_test_top1": fitted,
         "bn_batches": used,
         "bn_test_top1": after,

@@ -28,8 +28,10 @@ RECIPES: dict[str, dict[str, object]] = {
         "run.tta": False,
     },
     # sharenet compress: a student started from its teacher's fitted weights and distilled, 2 epochs;
-    # lr chosen on data.val_split among 0.01-0.2 (docs/compress-lr-choice.md)
+    # lr chosen on data.val_split among 0.01-0.2 (docs/compress-lr-choice.md); the fit is of the convs'
+    # outputs on calibration images (the runs of docs/compress.md predate it and fitted weights)
     "compress": {
+        "distil.fit_on": "data",
         "optim.epochs": 2,
         "optim.lr": 0.02,
         "optim.warmup_steps": 50,

@@ -31,7 +31,10 @@ def count_on_meta(build: Callable[..., torch.nn.Module], **kwargs) -> int:
 def chosen(config: dict) -> str:
     """What a budget chose for a model (its `config`), as `sharenet params` and `sharenet train` print it."""
     if config["share"] == "ring":
-        return f"ring of {config['ring_size']:,} entries"
+        relaxed = f", corrections of rank {config['relax_rank']}" if config.get("relax_rank") else ""
+        return f"ring of {config['ring_size']:,} entries{relaxed}"
+    if config.get("relax_rank"):
+        return f"width {config['width']}, corrections of rank {config['relax_rank']} (the largest that fits)"
     return f"width {config['width']} (the widest that fits)"
 
 

@@ -16,6 +16,15 @@ error ||fit - kernel|| / ||kernel||:
   sign_t * scale_l * ring[index_t], so each ring entry is the weighted mean of the signed kernel
   entries mapped to it: ring[j] = sum(sign_t scale_l k_t) / sum(scale_l^2) over the positions
   reading j. Entries no position reads keep their initialisation.
+- relaxed sharing's corrections: each conv's B A is the rank-r truncation (SVD) of what the fitted
+  shared kernel leaves of its own kernel, W - S: the best rank-r correction (Eckart-Young).
+
+A data-aware fit (`covariances`: each conv's input-patch second moment C = X^T X over calibration
+images, from `input_covariances`) minimises the error of each conv's output X W^T instead of its
+weights, as SVD-LLM and Basis Sharing do: the shared kernel is S = (sum W_l C_l)(sum C_l)^-1, a
+ring entry the mean weighted by the diagonal of C (the closed form stays a mean), and each
+correction the rank-r truncation of (W - S) L times L^-1, with C = L L^T (the whitened SVD). The
+errors reported are then ||(fit - W) L|| / ||W L||: relative errors of the conv's outputs.
 """
 
 from __future__ import annotations
@@ -34,15 +43,66 @@ def _top(m: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([vh, vh.new_zeros(k - vh.shape[0], m.shape[1])])
 
 
-def _errors(slots: list[ConvSlot], kernels: list[torch.Tensor], fits: list[torch.Tensor]) -> dict[str, float]:
-    return {
-        s.path: float((f - k).norm() / k.norm().clamp_min(1e-12)) for s, k, f in zip(slots, kernels, fits, strict=True)
-    }
+def _errors(
+    slots: list[ConvSlot], kernels: list[torch.Tensor], fits: list[torch.Tensor], covariances: dict | None = None
+) -> dict[str, float]:
+    """Relative error of each fit: of the kernel, or, with `covariances`, of the conv's outputs."""
+    out = {}
+    for s, k, f in zip(slots, kernels, fits, strict=True):
+        if covariances is None:
+            out[s.path] = float((f - k).norm() / k.norm().clamp_min(1e-12))
+            continue
+        root = whitening(covariances[s.path])
+        w, d = k.flatten(1).double() @ root, (f - k).flatten(1).double() @ root
+        out[s.path] = float(d.norm() / w.norm().clamp_min(1e-12))
+    return out
 
 
-def mean_kernel(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor]) -> Fitted:
-    mean = torch.stack(kernels).mean(0)
-    return {owned.key: mean}, _errors(slots, kernels, [mean] * len(kernels))
+DAMPING = 1e-3  # of C's mean diagonal, added to it (ridge): a direction the calibration inputs barely reach
+# stays solvable, and L^-1 amplifies it at most ~30x, so a whitened correction stays trainable
+
+
+def whitening(c: torch.Tensor) -> torch.Tensor:
+    """L with C = L L^T (Cholesky of the damped second moment of a conv's input patches)."""
+    c = c.double()
+    eye = torch.eye(c.shape[0], dtype=c.dtype)
+    return torch.linalg.cholesky(c + DAMPING * c.diagonal().mean().clamp_min(1e-12) * eye)
+
+
+def mean_kernel(
+    owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], covariances: dict | None = None
+) -> Fitted:
+    """The mean kernel, or with `covariances` the kernel of least output error over every user:
+    S = (sum W_l C_l)(sum C_l)^-1 (the normal equations of sum ||X_l (W_l - S)^T||^2)."""
+    if covariances is None:
+        shared = torch.stack(kernels).mean(0)
+    else:
+        cs = [covariances[s.path].double() for s in slots]
+        total = sum(cs)
+        total = total + DAMPING * total.diagonal().mean().clamp_min(1e-12) * torch.eye(total.shape[0]).double()
+        rhs = sum(k.flatten(1).double() @ c for k, c in zip(kernels, cs, strict=True))
+        shared = torch.linalg.solve(total, rhs.T).T.reshape(kernels[0].shape)  # C symmetric: S = rhs C^-1
+    return {owned.key: shared}, _errors(slots, kernels, [shared] * len(kernels), covariances)
+
+
+def corrections(
+    slots: list[ConvSlot], kernels: list[torch.Tensor], applied: list[torch.Tensor], covariances: dict | None = None
+) -> Fitted:
+    """Relaxed sharing: each conv's B (out, r) and A (r, in*k*k), the rank-r truncation of what the
+    shared kernel it applies (`applied`) leaves of its own, in weight space or whitened by its
+    inputs; the errors are of the corrected kernels."""
+    state, fits = {}, []
+    for slot, w, s in zip(slots, kernels, applied, strict=True):
+        residual = (w - s).flatten(1).double()  # (out, in*k*k)
+        root = whitening(covariances[slot.path]) if covariances is not None else None
+        u, sv, vh = torch.linalg.svd(residual @ root if root is not None else residual, full_matrices=False)
+        r, half = slot.rank, sv[: slot.rank].sqrt()
+        b, a = u[:, :r] * half, half[:, None] * vh[:r]  # PiSSA's balanced split: B and A of one scale, so
+        if root is not None:  # that a training step moves both alike; whitened: a = sqrt(S) V^T L^-1
+            a = torch.linalg.solve_triangular(root.T, a.T, upper=True).T
+        state[f"{slot.path}.relax.a"], state[f"{slot.path}.relax.b"] = a, b
+        fits.append(s.double() + (b @ a).view_as(s))
+    return state, _errors(slots, [k.double() for k in kernels], fits, covariances)
 
 
 def template_bank(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], init: torch.Tensor) -> Fitted:
@@ -89,17 +149,39 @@ def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor
     return state, _errors(slots, rows, fits)
 
 
-def ring(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], seed: int, init: torch.Tensor) -> Fitted:
-    """`slots` in ring order (their offsets); `init`: the ring's current entries, kept where none is read."""
+def ring(
+    owned: Owned,
+    slots: list[ConvSlot],
+    kernels: list[torch.Tensor],
+    seed: int,
+    init: torch.Tensor,
+    covariances: dict | None = None,
+) -> Fitted:
+    """`slots` in ring order (their offsets); `init`: the ring's current entries, kept where none is
+    read. With `covariances`, each position's squared error is weighted by the second moment of the
+    input it multiplies (C's diagonal): weighted least squares, still one closed form per entry."""
     total = sum(slot.numel for slot in slots)
     index, sign = ring_map(seed, owned.size, total)
     index = index.long()
     scale = torch.cat([torch.full((s.numel,), rpg_scale(s.out_ch, s.kernel), dtype=torch.float64) for s in slots])
     coef = sign.double() * scale  # what each position multiplies its ring entry by
     target = torch.cat([k.flatten().double() for k in kernels])
-    num = torch.zeros(owned.size, dtype=torch.float64).index_add_(0, index, coef * target)
-    den = torch.zeros(owned.size, dtype=torch.float64).index_add_(0, index, scale.square())
+    if covariances is None:
+        weight = torch.ones_like(target)
+    else:  # position (o, i) of conv l weighs C_l[i, i]: its input's energy, the same for every output o
+        weight = torch.cat([covariances[s.path].double().diagonal().repeat(s.out_ch) for s in slots])
+        weight = weight / weight.mean().clamp_min(1e-300)
+    num = torch.zeros(owned.size, dtype=torch.float64).index_add_(0, index, weight * coef * target)
+    den = torch.zeros(owned.size, dtype=torch.float64).index_add_(0, index, weight * scale.square())
     fitted = torch.where(den > 0, num / den.clamp_min(1e-300), init.double())
-    flat = fitted[index] * coef
-    fits = [f.view_as(k) for f, k in zip(flat.split([s.numel for s in slots]), kernels, strict=True)]
-    return {owned.key: fitted}, _errors(slots, [k.double() for k in kernels], fits)
+    fits = ring_kernels(owned, slots, fitted, seed)
+    return {owned.key: fitted}, _errors(slots, [k.double() for k in kernels], fits, covariances)
+
+
+def ring_kernels(owned: Owned, slots: list[ConvSlot], entries: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """The kernel each ring conv reads from `entries` (float64), as RingConv computes it."""
+    index, sign = ring_map(seed, owned.size, sum(slot.numel for slot in slots))
+    scale = torch.cat([torch.full((s.numel,), rpg_scale(s.out_ch, s.kernel), dtype=torch.float64) for s in slots])
+    flat = entries.double()[index.long()] * sign.double() * scale
+    shapes = [(s.out_ch, s.in_ch, s.kernel, s.kernel) for s in slots]
+    return [f.view(shape) for f, shape in zip(flat.split([s.numel for s in slots]), shapes, strict=True)]

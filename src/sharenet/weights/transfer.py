@@ -97,25 +97,41 @@ def unshare(model: ResNet) -> ResNet:
 _OPTIONS = ("share", "params", *OPTION_NAMES)  # the config keys that choose the plan (and a budget)
 
 
-def fuse(model: ResNet, unshared: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Load unshared weights into a model of any plan, fitting each shared tensor to the kernels
-    it replaces (fit.py); returns, per shared tensor, each conv's relative reconstruction error."""
+def fuse(
+    model: ResNet, unshared: dict[str, torch.Tensor], covariances: dict[str, torch.Tensor] | None = None
+) -> dict[str, dict[str, float]]:
+    """Load unshared weights into a model of any plan, fitting each shared tensor (and, under
+    relaxed sharing, each conv's correction) to the kernels it replaces (fit.py); returns, per
+    shared tensor, each conv's relative reconstruction error, after its correction.
+
+    `covariances` (conv path -> second moment of its input patches, `input_covariances`): fit
+    the convs' outputs on those inputs instead of their weights; stage, block, stage_all and
+    ring plans (the learned schemes fit their weights: InvalidArgumentError)."""
     plan, current = model.plan, model.state_dict()
     state, report = {}, {}
+    if covariances is not None and plan.scheme in ("templates", "basis"):
+        raise InvalidArgumentError(
+            f"a data-aware fit applies to share=stage, block, stage_all and ring; share={plan.scheme!r} fits weights"
+        )
     for owned in plan.owned():
         slots = plan.users(owned)
         kernels = [_take(unshared, f"{s.path}.weight").double() for s in slots]
         if slots[0].source == "ring":
             seed = plan.sharing.ring_seed
-            fitted, report[owned.key] = fit.ring(owned, slots, kernels, seed, current[owned.key].cpu())
+            fitted, report[owned.key] = fit.ring(owned, slots, kernels, seed, current[owned.key].cpu(), covariances)
+            applied = fit.ring_kernels(owned, slots, fitted[owned.key], seed)
         elif slots[0].source == "templates":
             fitted, report[owned.key] = fit.template_bank(owned, slots, kernels, current[owned.key].cpu())
         elif slots[0].source == "basis":
             eps = model.get_submodule(f"{slots[0].path}.bn").eps
             fitted, report[owned.key] = fit.filter_basis(owned, slots, kernels, eps)
         else:
-            fitted, report[owned.key] = fit.mean_kernel(owned, slots, kernels)
+            fitted, report[owned.key] = fit.mean_kernel(owned, slots, kernels, covariances)
+            applied = [fitted[owned.key]] * len(slots)
         state.update(fitted)
+        if plan.sharing.relax_rank:
+            relaxed, report[owned.key] = fit.corrections(slots, kernels, applied, covariances)
+            state.update(relaxed)
     for key in current:
         if key not in state:
             state[key] = _take(unshared, key)
