@@ -250,7 +250,7 @@ def test_compress_on_the_dial_picks_the_rank_that_meets_the_budget(teacher, fmni
     per_rank = 3 * (16 + 16 * 9) + 3 * (32 + 32 * 9) + 3 * (64 + 64 * 9)  # the 9 shared conv2s: out + in*9 each
     assert rank == (200_000 - 172_666) // per_rank == 8 and s["params"] == 172_666 + rank * per_rank
     assert s["start"]["from"] == "fit" and s["start"]["fit_on"] == "data"
-    assert "corrections of rank 8 (the largest that fits)" in proc.stdout
+    assert "corrections of rank 8 (the largest that fits)" in proc.stderr
     loaded = sharenet.load(out / "model.safetensors")
     assert loaded.config["relax_rank"] == 8 and loaded.share == "stage"
     assert "is out of reach" in _fault(tmp_path, teacher, "--share", "stage", "--params", "100000",
