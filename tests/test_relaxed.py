@@ -143,3 +143,18 @@ def test_a_budget_solves_for_the_rank_and_records_it():
 def test_bad_ranks_and_budgets_are_one_clear_error(kwargs, message):
     with pytest.raises(InvalidArgumentError, match=message), torch.device("meta"):
         create_model("resnet56", num_classes=10, in_chans=1, **kwargs)
+
+
+@pytest.mark.slow
+def test_int8_quantizes_the_shared_kernel_and_the_corrections_once(tmp_path):
+    """The int8 file of a relaxed network: S, each B and each A quantized (the file about a third of
+    fp32's), and it computes the network's outputs within int8's error."""
+    from sharenet.deploy.quantize import quantize
+
+    model = _randomised(create_model("resnet20", share="stage", relax_rank=4))
+    x = torch.randn(128, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    done = export(model, tmp_path / "m.onnx", "onnx", {"config": model.config})
+    quantize(done.path, tmp_path / "q.onnx", x)
+    assert (tmp_path / "q.onnx").stat().st_size < 0.5 * done.file_bytes
+    got = compare(model(x[:64]).detach(), open_runner(tmp_path / "q.onnx").run(x[:64]))
+    assert got["relative_diff"] <= 0.15, got

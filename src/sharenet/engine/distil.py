@@ -167,7 +167,7 @@ def fit_student(student: ResNet, teacher: Teacher, covariances: dict | None = No
 def input_covariances(
     model: nn.Module, paths: list[str], stream, count: int, device: torch.device, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """Per conv path, the second moment C = X^T X (float64, on the CPU) of its input patches X
+    """Per conv path, the second moment C = X^T X / rows (float64, on the CPU) of its input patches X
     (rows: every output position of every image; columns: in*k*k, the kernel's layout) over the
     first `count` batches of the training `stream`, summed over the ranks: what a data-aware fit
     weighs each conv's errors by. The model runs in eval mode, as the teacher it is."""
@@ -175,6 +175,7 @@ def input_covariances(
     if used < 1:
         raise ConfigError("a data-aware fit needs at least one calibration batch (distil.calibration_batches >= 1)")
     sums: dict[str, torch.Tensor] = {}
+    rows: dict[str, int] = {}  # patches seen per conv (the same on every rank: equal batches)
 
     def hook(path, conv):
         if isinstance(conv, nn.Conv2d):  # a 1x1 (or a peer's) conv
@@ -187,6 +188,7 @@ def input_covariances(
             x = patches.transpose(1, 2).reshape(-1, patches.shape[1])
             moment = (x.T @ x).double().cpu()  # fp32 products, summed in fp64 across batches
             sums[path] = sums[path] + moment if path in sums else moment
+            rows[path] = rows.get(path, 0) + x.shape[0]
 
         return conv.register_forward_hook(record)
 
@@ -200,6 +202,7 @@ def input_covariances(
             h.remove()
     for path, t in sums.items():
         dist.all_reduce_sum(t)
+        t /= rows[path] * dist.world_size()  # the mean of x x^T: a fit's scale does not grow with the count
         if t.trace() == 0 or torch.linalg.matrix_rank(t.float()) < t.shape[0] // 2:
             raise ConfigError(
                 f"too few calibration images for a data-aware fit: {used} batches leave the inputs of {path} "

@@ -96,10 +96,14 @@ def corrections(
         residual = (w - s).flatten(1).double()  # (out, in*k*k)
         root = whitening(covariances[slot.path]) if covariances is not None else None
         u, sv, vh = torch.linalg.svd(residual @ root if root is not None else residual, full_matrices=False)
-        r, half = slot.rank, sv[: slot.rank].sqrt()
-        b, a = u[:, :r] * half, half[:, None] * vh[:r]  # PiSSA's balanced split: B and A of one scale, so
-        if root is not None:  # that a training step moves both alike; whitened: a = sqrt(S) V^T L^-1
+        r = slot.rank
+        b, a = u[:, :r] * sv[:r], vh[:r]
+        if root is not None:  # whitened: a = V^T L^-1 (solve L^T a^T = V)
             a = torch.linalg.solve_triangular(root.T, a.T, upper=True).T
+        # PiSSA's balanced split: each rank-1 term b_i a_i with ||b_i|| = ||a_i||, so that a training
+        # step moves both alike (a whitened split would leave B as large as A is small)
+        gain = (a.norm(dim=1) / b.norm(dim=0).clamp_min(1e-300)).sqrt()
+        b, a = b * gain, a / gain[:, None].clamp_min(1e-300)
         state[f"{slot.path}.relax.a"], state[f"{slot.path}.relax.b"] = a, b
         fits.append(s.double() + (b @ a).view_as(s))
     return state, _errors(slots, [k.double() for k in kernels], fits, covariances)
