@@ -158,3 +158,23 @@ def test_int8_quantizes_the_shared_kernel_and_the_corrections_once(tmp_path):
     assert (tmp_path / "q.onnx").stat().st_size < 0.5 * done.file_bytes
     got = compare(model(x[:64]).detach(), open_runner(tmp_path / "q.onnx").run(x[:64]))
     assert got["relative_diff"] <= 0.15, got
+
+
+@pytest.mark.slow
+def test_a_relaxed_run_with_ema_killed_and_resumed_equals_uninterrupted(fmnist_dir, tmp_path):
+    """Training, the weight EMA and resume treat the corrections as every other parameter: a run
+    killed with SIGKILL after a checkpoint and resumed ends bitwise equal to an uninterrupted one."""
+    from safetensors.torch import load_file
+
+    from .test_resume import UNBOUNDED, _kill_after, _start
+
+    relaxed = ["--set", "model.relax_rank=2", "--set", "optim.ema_decay=0.9"]
+    whole = _start(fmnist_dir, tmp_path / "whole", *relaxed, max_steps=20)
+    assert whole.wait() == 0, whole.stderr.read()[-2000:]
+    out = tmp_path / "killed"
+    _kill_after(_start(fmnist_dir, out, *relaxed, max_steps=UNBOUNDED), out, 7)
+    final = _start(fmnist_dir, out, *relaxed, "--resume", "auto", max_steps=20)
+    assert final.wait() == 0 and "resumed from" in final.stderr.read()
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert any(k.endswith(".relax.b") for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
