@@ -100,3 +100,20 @@ def test_the_readme_quotes_the_headline_study_as_its_report_says_it():
     assert sum(line.startswith("|---") for line in section.splitlines()) >= 3  # claims, equal budget, frontier
     assert [line for line in quoted if line not in report] == []
     assert "](docs/budget-study.md)" in section and "](docs/study-3-epochs.md)" in section
+
+
+def test_the_layout_block_names_every_module():
+    """The README's layout names every module of the package, so a reader finds each one there."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Layout") :]
+    block = block[: block.index("```", block.index("```") + 3)]
+    modules = {p.stem for p in (ROOT / "src" / "sharenet").rglob("*.py") if not p.stem.startswith("__")}
+    missing = sorted(m for m in modules if not re.search(rf"\b{m}\b", block))
+    assert not missing, f"README's layout block misses {missing}"
+
+
+def test_pages_speak_of_the_project_not_of_its_issues_or_sessions():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = [f"{p.name}: {line.strip()[:80]}" for p in pages for line in p.read_text().splitlines()
+             if re.search(r"issue #|session", line, re.IGNORECASE)]  # fmt: skip
+    assert not found, found

@@ -389,7 +389,7 @@ ABLATION = (
     "screen-batch-64",
     "screen-base-batch-64",
 )
-ABLATION_TITLE = "Issue #15: the 5-epoch recipe, ablation on the held-out split"
+ABLATION_TITLE = "The 5-epoch recipe, ablation on the held-out split"
 TEST_REPORTS = [
     ("test-5-seeds", "recipe-5-epochs-test", "bfloat16"),
     ("test-5-seeds-avx2", "recipe-5-epochs-test-avx2", "float32"),

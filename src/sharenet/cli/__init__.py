@@ -14,9 +14,11 @@ COMMANDS = (models_cmd, train_cmd, bench_cmd, study_cmd, deploy_cmd)
 DESCRIPTION = """\
 Parameter-shared residual networks: build ResNets whose 3x3 kernels are shared (ShaResNet's
 per-stage sharing, Dai et al.'s intra-block sharing) or learned from shared parts (Savarese &
-Maire's template banks, Kang et al.'s filter bases), count their parameters against the papers',
-train and evaluate them with the papers' recipes, compress a trained network into a shared one
-(its weights fitted to the scheme, then distilled from it), run studies of shared against unshared
+Maire's template banks, Kang et al.'s filter bases), read from one parameter ring of any size
+(RPG), or shared with a low-rank correction per conv (relaxed sharing); meet any parameter budget
+(params=), count parameters against the papers', train and evaluate with the papers' recipes,
+compress a trained network into a shared one (fitted to the teacher's conv outputs on calibration
+images, then distilled from it), run studies of shared against unshared
 networks, measure training and inference speed on this machine, export trained models to ONNX or
 torch.export with every shared tensor stored once (optionally int8), and classify images.
 `sharenet COMMAND --help` for each command.
