@@ -125,6 +125,23 @@ def test_budget_study_plans_its_grid_with_each_lines_seeds(tmp_path):
     assert proc.returncode == 2 and "'seeds' must be a non-empty list of integers, got 1" in proc.stderr
 
 
+def test_a_spec_of_extra_runs_alone_plans_each_runs_seeds(tmp_path):
+    """The compression frontier's specs have no grid: each run names its scheme, options and seeds."""
+    spec = load_spec(Path(__file__).parent.parent / "experiments" / "compress" / "frontier.yaml")
+    names = [r.out.name for r in plan_runs(spec)]
+    assert len(names) == len(set(names)) == 12 + 2 * 2 and spec.models == spec.seeds == ()
+    assert names[-4:] == ["resnet56-stage-r8-s1", "resnet56-stage_all-r13-s1", "resnet56-stage-r8-s2",
+                          "resnet56-stage_all-r13-s2"]  # fmt: skip
+    assert dict(plan_runs(spec)[1].sets) == {"model.relax_rank": 8} and spec.base["optim.epochs"] == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extra_runs: [{model: resnet8}]\n")
+    proc = sharenet_cli("study", str(bad), check=False)
+    assert proc.returncode == 2 and "'seeds' must be a non-empty list of integers, got ()" in proc.stderr
+    bad.write_text("models: [resnet8]\nextra_runs: [{model: resnet8, seeds: [0]}]\n")
+    proc = sharenet_cli("study", str(bad), check=False)
+    assert proc.returncode == 2 and "'schemes' must be a non-empty list (or give extra_runs alone)" in proc.stderr
+
+
 def _record(model, share, seed, params, top1, train_error):
     return RunRecord(Path("."), "fashion-mnist", model, share, seed, params, top1, train_error, 3.0, 1.0, [], [])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..engine.config import KEYS, ConfigError, Key, apply, flatten, parse_set, read_yaml
 from ..engine.evaluation import per_class, plot_confusion, run_eval
 from ..engine.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
+from ..models.plan import RELAXABLE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -194,7 +195,7 @@ def compress_config(args):
             )
     cfg = resolve_config(args, "compress", base)
     m = cfg.model
-    if m.params is not None and m.share in ("stage", "block", "stage_all") and "model.relax_rank" not in explicit:
+    if m.params is not None and m.share in RELAXABLE and m.share != "ring" and "model.relax_rank" not in explicit:
         cfg = apply(cfg, {"model.relax_rank": None})  # the dial: the teacher's width, the rank that meets the budget
     elif m.params is not None and m.share != "ring" and "model.width" not in explicit:
         cfg = apply(cfg, {"model.width": None})  # the budget chooses the width (which then cannot be fitted)

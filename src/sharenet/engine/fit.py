@@ -13,6 +13,7 @@ import torch
 from ..errors import WriteError
 from ..models import basis_penalty, count_params, create_model, zero_init_residual
 from ..models.budget import chosen
+from ..models.plan import RELAXABLE
 from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
 from ..storage import tensors_digest
 from ..weights import save
@@ -131,10 +132,10 @@ def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, d
         return {"from": "scratch", "fittable": False}
     t0, dtype = time.perf_counter(), pick_dtype(cfg.run.precision, device)
     d = cfg.distil
-    space = d.fit_on if model.plan.scheme not in ("templates", "basis") else "weights"
+    space = d.fit_on if model.plan.scheme in RELAXABLE else "weights"  # the learned schemes fit weights
     covariances = None
     if space == "data":
-        paths = [s.path for s in model.plan.slots if s.source in ("shared", "ring")]
+        paths = [s.path for s in model.plan.slots if s.reads_shared]
         teacher.model.to(device)
         covariances = input_covariances(teacher.model, paths, streams.train, d.calibration_batches, device, dtype)
         teacher.model.cpu()

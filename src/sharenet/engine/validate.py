@@ -10,7 +10,7 @@ import math
 import torch
 
 from ..models import create_model, zero_init_residual
-from ..models.plan import OPTION_NAMES, OPTIONS
+from ..models.plan import OPTION_NAMES, OPTIONS, RELAXABLE
 from .checkpoint import CheckpointError
 from .config import KEYS, Config, ConfigError, stored_value
 
@@ -43,9 +43,8 @@ def check_config(cfg: Config) -> None:
     if d.fit and not d.teacher:
         raise ConfigError("distil.fit=true fits the student to a teacher: set distil.teacher=PATH too")
     m = cfg.model
-    if m.relax_rank != 0 and "relax_rank" not in OPTIONS.get(m.share, ()):
-        relaxable = ", ".join(s for s, names in OPTIONS.items() if "relax_rank" in names)
-        raise ConfigError(f"model.relax_rank applies to share={relaxable}, not model.share={m.share}")
+    if m.relax_rank != 0 and m.share not in RELAXABLE:
+        raise ConfigError(f"model.relax_rank applies to share={', '.join(RELAXABLE)}, not model.share={m.share}")
     if m.relax_rank is None and m.params is None:
         raise ConfigError("model.relax_rank=none chooses the rank that meets model.params: set model.params too")
     kwargs = {**m.create_kwargs(), "params": None}

@@ -87,6 +87,7 @@ OPTIONS = {
     "ring": ("ring_size", "ring_seed", "relax_rank"),
 }  # scheme -> its options
 OPTION_NAMES = tuple(dict.fromkeys(name for names in OPTIONS.values() for name in names))  # every scheme's, once
+RELAXABLE = tuple(s for s, names in OPTIONS.items() if "relax_rank" in names)  # the schemes relaxed sharing takes
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,18 @@ class ConvSlot:
     @property
     def numel(self) -> int:
         return self.out_ch * self.in_ch * self.kernel * self.kernel
+
+    @property
+    def reads_shared(self) -> bool:
+        """It reads a kernel that other convs read too (a shared kernel or the ring): the convs that
+        relaxed sharing corrects and a data-aware fit fits on their inputs."""
+        return self.source in ("shared", "ring")
+
+    @property
+    def max_rank(self) -> int:
+        """The highest correction rank that adds anything: B (out, r) A (r, in*k*k) is already any
+        kernel at min(out, in*k*k)."""
+        return min(self.out_ch, self.in_ch * self.kernel**2)
 
     def tensors(self) -> dict[str, tuple[int, ...]]:
         """state_dict key -> shape of what this conv holds itself (shared tensors excluded)."""
@@ -225,9 +238,8 @@ def check(sharing: Sharing) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
-    if sharing.relax_rank and "relax_rank" not in OPTIONS.get(sharing.scheme, ()):
-        relaxable = ", ".join(s for s, names in OPTIONS.items() if "relax_rank" in names)
-        raise InvalidArgumentError(f"relax_rank applies to share={relaxable}, not share={sharing.scheme!r}")
+    if sharing.relax_rank and sharing.scheme not in RELAXABLE:
+        raise InvalidArgumentError(f"relax_rank applies to share={', '.join(RELAXABLE)}, not share={sharing.scheme!r}")
     if sharing.basis not in BASIS_KINDS:
         raise InvalidArgumentError(f"basis must be one of {', '.join(BASIS_KINDS)}, got {sharing.basis!r}")
 
@@ -341,19 +353,18 @@ def make_plan(arch: ArchSpec, sharing: Sharing) -> SharePlan:
 
 def _relaxed(plan: SharePlan) -> SharePlan:
     """The plan with a correction of rank `relax_rank` on every conv that reads a shared kernel or the
-    ring; a rank that some conv cannot use (above min(out, in*k*k), where B A is already any kernel)
-    is an error, not clipped, so that the count is what was asked for."""
+    ring; a rank that some conv cannot use (above its `max_rank`) is an error, not clipped, so that
+    the count is what was asked for."""
     rank = plan.sharing.relax_rank
     if not rank:
         return plan
     slots = []
     for slot in plan.slots:
-        if slot.source in ("shared", "ring"):
-            most = min(slot.out_ch, slot.in_ch * slot.kernel**2)
-            if rank > most:
+        if slot.reads_shared:
+            if rank > slot.max_rank:
                 raise InvalidArgumentError(
                     f"relax_rank={rank} is more than {slot.path} can use: its {slot.in_ch}->{slot.out_ch} "
-                    f"{slot.kernel}x{slot.kernel} kernel has rank at most {most}"
+                    f"{slot.kernel}x{slot.kernel} kernel has rank at most {slot.max_rank}"
                 )
             slot = replace(slot, rank=rank)
         slots.append(slot)

@@ -8,7 +8,7 @@ from dataclasses import replace
 from ..errors import InvalidArgumentError, UnknownModelError
 from .budget import count_on_meta, ring_size_for, widest_for
 from .families import IMAGENET_LAYOUTS, ArchSpec, cifar_resnet, imagenet_resnet, preact_resnet, wide_resnet
-from .plan import OPTIONS, Sharing, check, check_scheme, make_plan
+from .plan import OPTIONS, RELAXABLE, Sharing, check, check_scheme, make_plan
 from .resnet import ResNet
 
 NAMED = (
@@ -176,7 +176,7 @@ def _rank_for(name: str, params, sharing: Sharing, fixed: dict, width: int | Non
         raise InvalidArgumentError(
             'relax_rank="auto" does not apply to share="ring": give the rank, and params solves the ring size'
         )
-    if "relax_rank" not in OPTIONS.get(sharing.scheme, ()):
+    if sharing.scheme not in RELAXABLE:
         check(replace(sharing, relax_rank=1))  # names the schemes it applies to
     what = f"{name} share={sharing.scheme!r} with corrections"
 
@@ -186,7 +186,7 @@ def _rank_for(name: str, params, sharing: Sharing, fixed: dict, width: int | Non
     hard = count(0)
     if params < hard:
         raise InvalidArgumentError(f"params={params:,} is out of reach of {what}: rank 0 (hard sharing) has {hard:,}")
-    most = min(min(s.out_ch, s.in_ch * s.kernel**2) for s in _shared_slots(name, sharing, fixed, width))
+    most = min(s.max_rank for s in _shared_slots(name, sharing, fixed, width))
     per = count(1) - hard
     rank = (params - hard) // per
     if rank > most:
@@ -199,7 +199,7 @@ def _rank_for(name: str, params, sharing: Sharing, fixed: dict, width: int | Non
 
 def _shared_slots(name: str, sharing: Sharing, fixed: dict, width: int | None):
     arch = _arch(name, fixed["shortcut"], fixed["dropout"], width)
-    return [s for s in make_plan(arch, replace(sharing, relax_rank=0)).slots if s.source in ("shared", "ring")]
+    return [s for s in make_plan(arch, replace(sharing, relax_rank=0)).slots if s.reads_shared]
 
 
 def _sharing(share: str, **options) -> Sharing:

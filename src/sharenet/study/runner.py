@@ -57,16 +57,19 @@ def load_spec(path: str | Path) -> StudySpec:
     unknown = set(tree) - SPEC_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown study keys {sorted(unknown)}; valid: {', '.join(sorted(SPEC_KEYS))}")
-    for key in ("models", "schemes", "seeds"):
-        if not isinstance(tree.get(key), list) or not tree[key]:
-            raise ConfigError(f"{path}: '{key}' must be a non-empty list")
+    # a grid (models x schemes x seeds), or only extra runs (each with its seeds), or both
+    grid = [key for key in ("models", "schemes", "seeds") if key in tree]
+    if grid or not tree.get("extra_runs"):
+        for key in ("models", "schemes", "seeds"):
+            if not isinstance(tree.get(key), list) or not tree[key]:
+                raise ConfigError(f"{path}: '{key}' must be a non-empty list (or give extra_runs alone)")
     spec = StudySpec(
         name=str(tree.get("name", Path(path).stem)),
         recipe=str(tree.get("recipe", DEFAULT_RECIPE)),
         base=flatten(tree.get("base") or {}, str(path)),
-        models=tuple(tree["models"]),
-        schemes=tuple(tree["schemes"]),
-        seeds=tuple(int(s) for s in tree["seeds"]),
+        models=tuple(tree.get("models", ())),
+        schemes=tuple(tree.get("schemes", ())),
+        seeds=tuple(int(s) for s in tree.get("seeds", ())),
         out=Path(tree.get("out", f"runs/{Path(path).stem}")),
         extra_runs=tuple(tree.get("extra_runs") or ()),
     )
@@ -92,7 +95,7 @@ def plan_runs(spec: StudySpec) -> list[PlannedRun]:
         share = r.get("share", "none")
         sets = tuple(flatten(r.get("set") or {}, f"extra run {r.get('name', r['model'])}").items())
         name = r.get("name", f"{r['model']}-{share}")
-        seeds = r.get("seeds", spec.seeds)
+        seeds = r.get("seeds", spec.seeds)  # without a grid, each extra run names its seeds
         if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(x, int) for x in seeds):
             raise ConfigError(f"extra run {name!r}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
         if name in [p[2] for p in pairs]:

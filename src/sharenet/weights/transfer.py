@@ -17,7 +17,7 @@ import torch
 
 from ..errors import InvalidArgumentError, PlanMismatchError, WeightsError
 from ..models import ResNet, create_model
-from ..models.plan import OPTION_NAMES, Sharing
+from ..models.plan import OPTION_NAMES, RELAXABLE, Sharing
 from ..models.registry import default_width
 from . import fit
 from .files import read_safetensors
@@ -109,7 +109,7 @@ def fuse(
     ring plans (the learned schemes fit their weights: InvalidArgumentError)."""
     plan, current = model.plan, model.state_dict()
     state, report = {}, {}
-    if covariances is not None and plan.scheme in ("templates", "basis"):
+    if covariances is not None and plan.scheme not in RELAXABLE:
         raise InvalidArgumentError(
             f"a data-aware fit applies to share=stage, block, stage_all and ring; share={plan.scheme!r} fits weights"
         )
