@@ -257,6 +257,22 @@ def test_compress_on_the_dial_picks_the_rank_that_meets_the_budget(teacher, fmni
                                        "--data-dir", str(fmnist_dir))  # fmt: skip
 
 
+def test_too_few_calibration_images_is_one_line_before_training(teacher, fmnist_dir, tmp_path):
+    """One batch of 4 images gives stage 2's 64->64 convs 4 x 7 x 7 = 196 patch rows for their 576
+    input dimensions: a whitened fit would invert a singular matrix, so the run stops and says what to raise."""
+    out = tmp_path / "few"
+    proc = sharenet_cli(
+        "compress", str(teacher), "--share", "stage", "--set", "model.relax_rank=2", "--batch-size", "4",
+        "--set", "distil.calibration_batches=1", "--data-dir", str(fmnist_dir), "--out", str(out), "--no-progress",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("sharenet: error: too few calibration images for a data-aware fit: 1 batches")
+    assert "raise distil.calibration_batches" in line
+    assert not list(out.glob("ckpt-*")) and not (out / "summary.json").exists()  # nothing trained, nothing claimed
+
+
 def test_compress_a_cifar_resnet_checkpoint_on_real_cifar10_images(cifar10_dir, tmp_path):
     """A CIFAR-ResNet-layout resnet20 (nested, DataParallel-prefixed, as those repositories save it)
     compressed on the CIFAR-10 pickle built from the real foolbox test images, end to end."""
@@ -329,13 +345,13 @@ def test_the_compression_report_reads_every_stage_from_the_runs(compressed, teac
     assert f"{t['params']:,} parameters, test top-1 {100 * t['test_top1']:.2f} %" in text
     row = next(line for line in text.splitlines() if line.startswith("| resnet20 stage"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:3] == ["172,666", "fit + distillation"]
+    assert cells[1:4] == ["172,666", f"{100 * 172_666 / t['params']:.0f} %", "fit on data + distillation"]
     start = s["start"]
-    assert cells[5:9] == [
+    assert cells[6:10] == [
         f"{100 * start['fitted_test_top1']:.2f}",
         f"{100 * start['bn_test_top1']:.2f}",
         f"{100 * s['test_top1']:.2f}",
-        f"{100 * (s['test_top1'] - t['test_top1']):+.2f}",
+        f"{100 * (s['test_top1'] - t['test_top1']):+.2f}",  # one seed: no interval
     ]
     assert "| resnet20 none | " in text and "from scratch, labels only" in text  # the teacher's own run
 

@@ -1,9 +1,11 @@
 """The compression report: students made by `sharenet compress` (or distilled from scratch) beside
 the same networks trained from scratch on labels, read from their run directories.
 
-One row per student network and way it was made: the teacher's test top-1 and the student's after
-the fit, after BatchNorm re-estimation and at the end of training (mean +- std over seeds), what
-it costs against its teacher, the epochs and time each run took, and on which machine.
+One row per student network and way it was made: its share of the teacher's parameters, its test
+top-1 after the fit, after BatchNorm re-estimation and at the end of training (mean +- std over
+seeds), what it costs against its teacher (the mean difference over seeds with its 95 % t-interval:
+one teacher, so each seed's student is set against the same network), the epochs and time each run
+took, and on which machine.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, RunDir
-from .records import finished_at, machine, mean_std, pct, variant
+from .records import finished_at, machine, mean_std, pct, pts_interval, variant
 
 
 @dataclass
@@ -42,8 +44,8 @@ def _student(run: RunDir) -> Student:
     name = f"{model['name']} {model['share']}" + (f" ({extra})" if extra else "")
     if teacher is None:
         how = "from scratch, labels only"
-    elif start.get("from") == "fit":
-        how = "fit + distillation"
+    elif start.get("from") == "fit":  # of the teacher's kernels, or of its convs' outputs on calibration images
+        how = f"fit on {start.get('fit_on', 'weights')} + distillation"
     else:
         how = "distillation from scratch"
     return Student(
@@ -82,9 +84,9 @@ def compression_markdown(students: list[Student]) -> str:
             "",
         ]
     lines += [
-        "| student | parameters | made by | seeds | epochs | top-1 fitted | after BatchNorm | test top-1 | vs teacher "
-        "| minutes per run | machine |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| student | parameters | of teacher | made by | seeds | epochs | top-1 fitted | after BatchNorm | test top-1 "
+        "| vs teacher [95 % interval] | minutes per run | machine |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     groups: dict[tuple, list[Student]] = {}
     for s in students:
@@ -94,13 +96,15 @@ def compression_markdown(students: list[Student]) -> str:
         top1 = [s.top1 for s in runs]
         fitted = [s.fitted for s in runs if s.fitted is not None]
         bn = [s.bn for s in runs if s.bn is not None]
-        vs = pct(mean_std(top1)[0] - teacher["test_top1"], True) if teacher else ""
+        vs = pts_interval([x - teacher["test_top1"] for x in top1]) if teacher else ""
+        share = f"{100 * params / teacher['params']:.0f} %" if teacher else ""
         minutes = mean_std([s.wall_s / 60 for s in runs])[0]
         epochs = {f"{s.epochs:g}" for s in runs}
         machines = sorted({s.machine for s in runs})
         cells = (
             name,
             f"{params:,}",
+            share,
             how,
             ", ".join(str(s.seed) for s in runs),
             "/".join(sorted(epochs)),
@@ -119,9 +123,10 @@ def write_compression(paths: list[str | Path], out: Path, title: str | None = No
     students = read_students(paths)
     text = [f"# {title}\n" if title else "", compression_markdown(students)]
     text.append(
-        "Final-epoch test top-1 in %, mean ± std over the seeds listed; 'vs teacher' is the difference of the "
-        "means. 'top-1 fitted': the student straight after its shared tensors were fitted to the teacher's "
-        "kernels; 'after BatchNorm': after its running statistics were re-estimated on training batches.\n"
+        "Final-epoch test top-1 in %, mean ± std over the seeds listed; 'vs teacher' is the student's mean "
+        "minus the teacher's, in points, with its 95 % Student-t interval over the seeds where there are two or "
+        "more. 'top-1 fitted': the student straight after its shared tensors (and corrections) were fitted to the "
+        "teacher's kernels ('fit on weights') or to its convs' outputs on calibration images ('fit on data'); 'after BatchNorm': after its running statistics were re-estimated on training batches.\n"
     )
     if notes:
         text += [notes.strip(), ""]
