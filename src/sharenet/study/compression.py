@@ -126,7 +126,8 @@ def write_compression(paths: list[str | Path], out: Path, title: str | None = No
         "Final-epoch test top-1 in %, mean ± std over the seeds listed; 'vs teacher' is the student's mean "
         "minus the teacher's, in points, with its 95 % Student-t interval over the seeds where there are two or "
         "more. 'top-1 fitted': the student straight after its shared tensors (and corrections) were fitted to the "
-        "teacher's kernels ('fit on weights') or to its convs' outputs on calibration images ('fit on data'); 'after BatchNorm': after its running statistics were re-estimated on training batches.\n"
+        "teacher's kernels ('fit on weights') or to its convs' outputs on calibration images ('fit on data'); "
+        "'after BatchNorm': after its running statistics were re-estimated on training batches.\n"
     )
     if notes:
         text += [notes.strip(), ""]
