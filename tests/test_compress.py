@@ -294,13 +294,26 @@ def test_compress_a_cifar_resnet_checkpoint_on_real_cifar10_images(cifar10_dir, 
 
 
 @pytest.mark.slow
-def test_two_ranks_distil_with_the_teacher_on_each(teacher, fmnist_dir, tmp_path):
+def test_two_ranks_distil_a_relaxed_student_with_the_teacher_on_each(teacher, fmnist_dir, tmp_path):
+    """Two ranks: the calibration covariances summed over both, one fitted start, corrections that
+    train in step; the student's run then predicts image files as its weights compute."""
+    from sharenet.deploy.artifact import open_runner
+    from sharenet.deploy.check import dataset_images
+
+    from .test_export import _pngs
+
     out = tmp_path / "ddp"
-    args = ["--share", "stage", "--data-dir", str(fmnist_dir), "--out", str(out), "--max-steps", "6", *FAST]
-    torchrun(2, str(teacher), *args, command="compress")
+    args = ["--share", "stage", "--set", "model.relax_rank=2", "--data-dir", str(fmnist_dir), "--out", str(out)]
+    torchrun(2, str(teacher), *args, "--max-steps", "6", *FAST, command="compress")
     s = _summary(out)
     assert s["world_size"] == 2 and len(set(s["rank_param_sha256"])) == 1
-    assert s["start"]["from"] == "fit" and s["teacher"]["test_top1"] == _summary(teacher)["test_top1"]
+    assert s["start"]["from"] == "fit" and s["start"]["fit_on"] == "data"
+    assert s["teacher"]["test_top1"] == _summary(teacher)["test_top1"]
+    assert sharenet.load(out / "model.safetensors").config["relax_rank"] == 2
+    proc = sharenet_cli("predict", str(out), str(_pngs(fmnist_dir, tmp_path / "png", 8)), "--json")
+    runner = open_runner(out)
+    x, _ = dataset_images(runner.meta, "test", 8, str(fmnist_dir))
+    assert [r["top"][0]["index"] for r in json.loads(proc.stdout)] == runner.run(x).argmax(1).tolist()
 
 
 def _fault(tmp_path, teacher_file, *args):
