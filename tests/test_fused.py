@@ -7,6 +7,7 @@ correct implementations, and that choice is not what these tests are about.
 
 import copy
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,6 +169,25 @@ def test_switched_off_by_environment():
     code = "from sharenet.models import fused; import sys; sys.exit(0 if fused.load() is False else 1)"
     env = {**os.environ, "SHARENET_FUSED_BN": "0"}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_a_build_killed_midway_leaves_no_lock_that_hangs_the_next_process(tmp_path):
+    """torch's build lock is a file only its creator deletes: copy the built kernel to a fresh cache,
+    leave the lock a SIGKILLed build would leave beside it, and the next process still loads it."""
+    import os
+    import subprocess
+    import sys
+
+    from torch.utils import cpp_extension
+
+    built = Path(cpp_extension._get_build_directory(fused.extension_name(), verbose=False))
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    code = "from sharenet.models import fused; import sys; sys.exit(0 if fused.load() else 1)"
+    copy_to = tmp_path / fused.extension_name()  # where torch builds it under TORCH_EXTENSIONS_DIR
+    shutil.copytree(built, copy_to, ignore=shutil.ignore_patterns("lock", "sharenet.flock"))
+    (copy_to / "lock").touch()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=240)
+    assert proc.returncode == 0 and not (copy_to / "lock").exists()
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,8 @@ SHARENET_FUSED_BN=0 turns it off.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -81,6 +83,31 @@ def _register() -> None:
     torch.library.register_autograd("sharenet_cpu::bn_act_fwd", backward, setup_context=setup_context)
 
 
+def extension_name(flags: list[str] | None = None) -> str:
+    """The kernel's name in torch's extension cache: its source, flags and torch version hashed, so a
+    change to any of them builds anew."""
+    flags = _cflags() if flags is None else flags
+    tag = hashlib.sha1("\0".join([_SOURCE.read_text(), *flags, torch.__version__]).encode()).hexdigest()[:12]
+    return f"sharenet_bn_act_{tag}"
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """Hold an flock on the build directory while torch builds or loads the kernel. torch's own lock
+    is a file that only its creator deletes: a process killed mid-build (a SIGKILL, a lost node)
+    leaves it, and every later process waits on it forever. The kernel releases an flock when its
+    holder dies, so whoever holds this one knows no live sharenet process is building, and removes a
+    torch lock it finds as the leftover it is."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / "sharenet.flock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (build_dir / "lock").unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+
 def load() -> bool:
     """Build (once) and register the kernel; False, with one warning, where that is impossible."""
     if _state["tried"]:
@@ -89,19 +116,15 @@ def load() -> bool:
     if os.environ.get("SHARENET_FUSED_BN", "1") == "0":
         return False
     flags = _cflags()
-    source = _SOURCE.read_text()
-    tag = hashlib.sha1("\0".join([source, *flags, torch.__version__]).encode()).hexdigest()[:12]
     try:
         from torch.utils import cpp_extension
 
         _ensure_ninja()
-        cpp_extension.load(
-            f"sharenet_bn_act_{tag}",
-            [str(_SOURCE)],
-            extra_cflags=flags,
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-        )
+        name = extension_name(flags)
+        with _build_lock(Path(cpp_extension._get_build_directory(name, verbose=False))):
+            cpp_extension.load(
+                name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False
+            )
         _register()
     except Exception as e:  # no compiler, no ninja, an unsupported platform: the plain path still works
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
