@@ -118,6 +118,16 @@ def test_export_stores_shared_kernel_and_corrections_once(share, tmp_path):
     assert got["relative_diff"] <= 1e-4 and got["top1_agreement"] == 1.0, got
 
 
+def test_describe_counts_the_corrections_beside_the_kernels_they_correct():
+    from sharenet.models.accounting import describe
+
+    hard = describe(create_model("resnet56", share="stage", num_classes=10, in_chans=1))
+    info = describe(create_model("resnet56", share="stage", num_classes=10, in_chans=1, relax_rank=8))
+    assert hard["corrections"] == {} and info["shared_kernels"] == hard["shared_kernels"]
+    assert info["corrections"] == {"convs": 27, "rank": 8, "params": 546_298 - 465_658}
+    assert info["params"] - info["corrections"]["params"] == hard["params"]
+
+
 def test_a_budget_solves_for_the_rank_and_records_it():
     model = create_model("resnet56", share="stage", num_classes=10, in_chans=1, relax_rank="auto", params=550_000)
     assert model.config["relax_rank"] == 8 and count_params(model) == 546_298 <= 550_000

@@ -171,6 +171,12 @@ def run_params(args) -> int:
         print(f"  {label:<22}{len(groups)}" + ("" if groups else " (every conv has its own)"))
         for key, convs in groups.items():
             print(f"    {key}  used by {len(convs)}: {', '.join(convs)}")
+        fixes = info["corrections"]
+        if fixes:
+            print(
+                f"  corrections           {fixes['convs']} convs add B A of rank {fixes['rank']} to the kernel "
+                f"they read: {fixes['params']:,} parameters"
+            )
     return 0
 
 

@@ -74,4 +74,17 @@ def describe(model: nn.Module) -> dict:
         "width": model.arch.width,
         "sharing": model.plan.sharing.options(),
         "shared_kernels": share_groups(model),
+        "corrections": corrections(model),
     }
+
+
+def corrections(model: nn.Module) -> dict:
+    """Relaxed sharing: how many convs add a low-rank correction B A to the kernel they read, of
+    which rank, and the parameters the corrections hold (r * (out + in*k*k) each); {} for hard
+    sharing. With corrections every conv applies a kernel of its own, so `distinct_conv_kernels`
+    counts them apart while `shared_kernels` still names what they read."""
+    slots = [s for s in model.plan.slots if s.rank]
+    if not slots:
+        return {}
+    held = sum(s.rank * (s.out_ch + s.in_ch * s.kernel**2) for s in slots)
+    return {"convs": len(slots), "rank": slots[0].rank, "params": held}
