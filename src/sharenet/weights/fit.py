@@ -44,16 +44,16 @@ def _top(m: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _errors(
-    slots: list[ConvSlot], kernels: list[torch.Tensor], fits: list[torch.Tensor], covariances: dict | None = None
+    slots: list[ConvSlot], kernels: list[torch.Tensor], fits: list[torch.Tensor], roots: dict | None = None
 ) -> dict[str, float]:
-    """Relative error of each fit: of the kernel, or, with `covariances`, of the conv's outputs."""
+    """Relative error of each fit: of the kernel, or, with `roots` (each conv's whitening L), of
+    the conv's outputs."""
     out = {}
     for s, k, f in zip(slots, kernels, fits, strict=True):
-        if covariances is None:
-            out[s.path] = float((f - k).norm() / k.norm().clamp_min(1e-12))
-            continue
-        root = whitening(covariances[s.path])
-        w, d = k.flatten(1).double() @ root, (f - k).flatten(1).double() @ root
+        root = roots[s.path] if roots is not None else None
+        w, d = k.flatten(1).double(), (f - k).flatten(1).double()
+        if root is not None:
+            w, d = w @ root, d @ root
         out[s.path] = float(d.norm() / w.norm().clamp_min(1e-12))
     return out
 
@@ -62,11 +62,19 @@ DAMPING = 1e-3  # of C's mean diagonal, added to it (ridge): a direction the cal
 # stays solvable, and L^-1 amplifies it at most ~30x, so a whitened correction stays trainable
 
 
+def _damped(c: torch.Tensor) -> torch.Tensor:
+    c = c.double()
+    return c + DAMPING * c.diagonal().mean().clamp_min(1e-12) * torch.eye(c.shape[0], dtype=c.dtype)
+
+
 def whitening(c: torch.Tensor) -> torch.Tensor:
     """L with C = L L^T (Cholesky of the damped second moment of a conv's input patches)."""
-    c = c.double()
-    eye = torch.eye(c.shape[0], dtype=c.dtype)
-    return torch.linalg.cholesky(c + DAMPING * c.diagonal().mean().clamp_min(1e-12) * eye)
+    return torch.linalg.cholesky(_damped(c))
+
+
+def _roots(slots: list[ConvSlot], covariances: dict | None) -> dict | None:
+    """Each conv's whitening, computed once per fit (a Cholesky of up to 576 x 576 per conv)."""
+    return None if covariances is None else {s.path: whitening(covariances[s.path]) for s in slots}
 
 
 def mean_kernel(
@@ -78,11 +86,9 @@ def mean_kernel(
         shared = torch.stack(kernels).mean(0)
     else:
         cs = [covariances[s.path].double() for s in slots]
-        total = sum(cs)
-        total = total + DAMPING * total.diagonal().mean().clamp_min(1e-12) * torch.eye(total.shape[0]).double()
         rhs = sum(k.flatten(1).double() @ c for k, c in zip(kernels, cs, strict=True))
-        shared = torch.linalg.solve(total, rhs.T).T.reshape(kernels[0].shape)  # C symmetric: S = rhs C^-1
-    return {owned.key: shared}, _errors(slots, kernels, [shared] * len(kernels), covariances)
+        shared = torch.linalg.solve(_damped(sum(cs)), rhs.T).T.reshape(kernels[0].shape)  # C symmetric: S = rhs C^-1
+    return {owned.key: shared}, _errors(slots, kernels, [shared] * len(kernels), _roots(slots, covariances))
 
 
 def corrections(
@@ -91,10 +97,10 @@ def corrections(
     """Relaxed sharing: each conv's B (out, r) and A (r, in*k*k), the rank-r truncation of what the
     shared kernel it applies (`applied`) leaves of its own, in weight space or whitened by its
     inputs; the errors are of the corrected kernels."""
-    state, fits = {}, []
+    state, fits, roots = {}, [], _roots(slots, covariances)
     for slot, w, s in zip(slots, kernels, applied, strict=True):
         residual = (w - s).flatten(1).double()  # (out, in*k*k)
-        root = whitening(covariances[slot.path]) if covariances is not None else None
+        root = roots[slot.path] if roots is not None else None
         u, sv, vh = torch.linalg.svd(residual @ root if root is not None else residual, full_matrices=False)
         r = slot.rank
         b, a = u[:, :r] * sv[:r], vh[:r]
@@ -106,7 +112,7 @@ def corrections(
         b, a = b * gain, a / gain[:, None].clamp_min(1e-300)
         state[f"{slot.path}.relax.a"], state[f"{slot.path}.relax.b"] = a, b
         fits.append(s.double() + (b @ a).view_as(s))
-    return state, _errors(slots, [k.double() for k in kernels], fits, covariances)
+    return state, _errors(slots, [k.double() for k in kernels], fits, roots)
 
 
 def template_bank(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], init: torch.Tensor) -> Fitted:
@@ -164,11 +170,7 @@ def ring(
     """`slots` in ring order (their offsets); `init`: the ring's current entries, kept where none is
     read. With `covariances`, each position's squared error is weighted by the second moment of the
     input it multiplies (C's diagonal): weighted least squares, still one closed form per entry."""
-    total = sum(slot.numel for slot in slots)
-    index, sign = ring_map(seed, owned.size, total)
-    index = index.long()
-    scale = torch.cat([torch.full((s.numel,), rpg_scale(s.out_ch, s.kernel), dtype=torch.float64) for s in slots])
-    coef = sign.double() * scale  # what each position multiplies its ring entry by
+    index, coef, scale = _reading(owned, slots, seed)
     target = torch.cat([k.flatten().double() for k in kernels])
     if covariances is None:
         weight = torch.ones_like(target)
@@ -179,13 +181,20 @@ def ring(
     den = torch.zeros(owned.size, dtype=torch.float64).index_add_(0, index, weight * scale.square())
     fitted = torch.where(den > 0, num / den.clamp_min(1e-300), init.double())
     fits = ring_kernels(owned, slots, fitted, seed)
-    return {owned.key: fitted}, _errors(slots, [k.double() for k in kernels], fits, covariances)
+    return {owned.key: fitted}, _errors(slots, [k.double() for k in kernels], fits, _roots(slots, covariances))
+
+
+def _reading(owned: Owned, slots: list[ConvSlot], seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How the ring's convs read it, position by position in ring order: the entry each position
+    reads, what it multiplies that entry by (sign * its conv's scale) and the scale alone."""
+    index, sign = ring_map(seed, owned.size, sum(slot.numel for slot in slots))
+    scale = torch.cat([torch.full((s.numel,), rpg_scale(s.out_ch, s.kernel), dtype=torch.float64) for s in slots])
+    return index.long(), sign.double() * scale, scale
 
 
 def ring_kernels(owned: Owned, slots: list[ConvSlot], entries: torch.Tensor, seed: int) -> list[torch.Tensor]:
     """The kernel each ring conv reads from `entries` (float64), as RingConv computes it."""
-    index, sign = ring_map(seed, owned.size, sum(slot.numel for slot in slots))
-    scale = torch.cat([torch.full((s.numel,), rpg_scale(s.out_ch, s.kernel), dtype=torch.float64) for s in slots])
-    flat = entries.double()[index.long()] * sign.double() * scale
+    index, coef, _ = _reading(owned, slots, seed)
+    flat = entries.double()[index] * coef
     shapes = [(s.out_ch, s.in_ch, s.kernel, s.kernel) for s in slots]
     return [f.view(shape) for f, shape in zip(flat.split([s.numel for s in slots]), shapes, strict=True)]
