@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import sharenet
-from sharenet.engine.step import Distillation
+from sharenet.engine.objective import Distillation
 from sharenet.storage import file_digest
 
 from .helpers import newest_checkpoint_step, regenerate_page

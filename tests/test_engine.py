@@ -51,7 +51,8 @@ def test_ema_decays_a_shared_kernel_once_per_step():
 def _trainer(model, lr=0.1):
     cfg = OptimConfig(lr=lr)
     opt = build_optimizer(model, cfg)
-    return Trainer(model, opt, build_scheduler(opt, cfg, 10), torch.device("cpu"), torch.float32)
+    scheduler = build_scheduler(opt, cfg, 10)
+    return Trainer(model=model, optimizer=opt, scheduler=scheduler, device=torch.device("cpu"), dtype=torch.float32)
 
 
 def test_non_finite_loss_stops_before_the_update():

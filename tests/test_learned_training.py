@@ -14,6 +14,7 @@ import sharenet
 from sharenet.engine.checkpoint import CheckpointError
 from sharenet.engine.config import Config, OptimConfig, apply
 from sharenet.engine.ema import WeightEMA
+from sharenet.engine.objective import Objective
 from sharenet.engine.optim import build_optimizer, build_scheduler
 from sharenet.engine.step import Trainer
 from sharenet.engine.validate import check_resume_compatible
@@ -75,7 +76,14 @@ def test_the_penalty_is_minimised_but_the_logged_loss_is_the_cross_entropy():
     cfg = OptimConfig(lr=0.01)
     opt = build_optimizer(model, cfg)
     penalty = partial(basis_penalty, model, True, 1000.0)
-    trainer = Trainer(model, opt, build_scheduler(opt, cfg, 10), torch.device("cpu"), torch.float32, penalty=penalty)
+    trainer = Trainer(
+        model=model,
+        optimizer=opt,
+        scheduler=build_scheduler(opt, cfg, 10),
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        objective=Objective(penalty=penalty),
+    )
     x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 0])
     before = float(penalty().detach())
     loss, _ = trainer.step(x, y, 0)

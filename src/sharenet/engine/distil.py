@@ -3,8 +3,9 @@
 Hinton, Vinyals & Dean ("Distilling the Knowledge in a Neural Network", 2015): the student
 minimises (1 - alpha) CE(labels) + alpha T^2 KL(p_T || q_T), where p_T and q_T are the teacher's
 and the student's softmax at temperature T; the T^2 keeps the soft term's gradients at the hard
-term's scale whatever T is (the term itself: step.py `Distillation`). The teacher is frozen: eval
-mode, no gradients, on the student's fast path (device, autocast dtype, memory format, compilation).
+term's scale whatever T is (the term itself: objective.py `Distillation`). The teacher is frozen:
+eval mode, no gradients, on the student's fast path (device, autocast dtype, memory format, compilation).
+`Teaching` is all that a fit does with a teacher; without one, it does nothing.
 
 `sharenet compress` (distil.fit) starts the student from its teacher: each shared tensor of the
 student's plan is fitted to the teacher's kernels it replaces (weights/transfer.py `fuse`). A
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from torch.optim.swa_utils import update_bn
 
 from ..errors import WeightsError
 from ..models import ResNet, count_params, create_model
+from ..models.plan import RELAXABLE
 from ..rundir import CONFIG, WEIGHTS, RunDir
 from ..storage import file_digest
 from ..weights import load, load_weights
@@ -35,8 +38,10 @@ from ..weights.transfer import fuse, read_state, unshared_state_dict
 from . import distributed as dist
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError
-from .device import autocast
-from .step import evaluate
+from .device import autocast, pick_dtype
+from .loop import say
+from .objective import Distillation
+from .step import Trainer, evaluate
 
 ARCHITECTURE = ("name", "width", "shortcut", "num_classes", "in_chans")  # what a fit needs to be equal
 
@@ -229,14 +234,6 @@ def reestimate_batchnorm(model: nn.Module, stream, count: int, device: torch.dev
     return used
 
 
-def on_fast_path(teacher: Teacher, device: torch.device, channels_last: bool, compile_: bool) -> nn.Module:
-    """The teacher's module as the student's steps run: on the device, in their memory format, compiled with them."""
-    model = teacher.model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile_ else model
-
-
 def test_top1(model: nn.Module, streams, device: torch.device, dtype: torch.dtype) -> float:
     return evaluate(model, streams.test.epoch(0), device, dtype, len(streams.classes))["top1"]
 
@@ -253,3 +250,87 @@ def start_record(run: RunDir | None, teacher: Teacher) -> dict | None:
             f"..., now {teacher.sha256[:12]}...): resume with the original teacher"
         )
     return rows[-1]["start"]
+
+
+class Teaching:
+    """What a fit does with its teacher, at the steps of `fit()` where it acts: the teacher read and
+    the student checked against it (before any data is read), the student's start, the distillation
+    term, and summary.json's record. Without distil.teacher (training from labels) each does nothing."""
+
+    def __init__(self, cfg: Config, run: RunDir | None, resumed: bool):
+        self.cfg, self.fresh = cfg, not resumed
+        self.teacher = read_teacher(cfg.distil.teacher, cfg.model.name) if cfg.distil.teacher else None
+        self.start: dict | None = None  # how the student started: fitted, or from scratch
+        if self.teacher is not None:
+            check_student(cfg, self.teacher)
+            if resumed:
+                self.start = start_record(run, self.teacher)  # the same teacher file, or an error
+
+    def start_student(self, model: ResNet, streams, device: torch.device) -> None:
+        """The data checked against the teacher; a fresh student started from it (`start_from_teacher`)."""
+        if self.teacher is None:
+            return
+        check_data(self.teacher, streams.classes, streams.in_chans, streams.preprocess.to_dict())
+        if self.fresh:
+            self.start = start_from_teacher(self.cfg, model, self.teacher, streams, device)
+
+    def term(self) -> Distillation | None:
+        d = self.cfg.distil
+        return None if self.teacher is None else Distillation(self.teacher.model, d.alpha, d.temperature)
+
+    def record(self, run: RunDir | None, trainer: Trainer, streams) -> dict:
+        """summary.json's teacher and the student's start. The teacher is measured at every start (on
+        every rank: the evaluation is collective), as the student's steps run it; a fresh start is
+        logged (a metrics row at step 0, which a resume reads back through `start_record`)."""
+        if self.teacher is None:
+            return {}
+        teacher = self.teacher
+        top1 = test_top1(trainer.objective.distillation.teacher, streams, trainer.device, trainer.dtype)
+        say(f"teacher {teacher.file}: {teacher.params:,} parameters, test top-1 {top1:.4f}")
+        if run and self.fresh:
+            row = {"kind": "distil", "step": 0, "teacher_sha256": teacher.sha256, "teacher_test_top1": top1}
+            run.log({**row, "start": self.start})
+        return {"teacher": teacher.record(top1), "start": self.start}
+
+
+def start_from_teacher(cfg: Config, model: ResNet, teacher: Teacher, streams, device: torch.device) -> dict:
+    """A fresh start under distillation: with distil.fit, the student fitted to its teacher and its
+    BatchNorm statistics re-estimated, each measured on the test set."""
+    if not cfg.distil.fit:
+        return {"from": "scratch"}
+    if not fittable(model, teacher):
+        arch = [f"{c['name']} width {c['width']}" for c in (model.config, teacher.model.config)]
+        say(
+            f"the student ({arch[0]}) is not the teacher's architecture ({arch[1]}): a width or depth change "
+            "cannot be fitted, so it starts from scratch, with distillation"
+        )
+        return {"from": "scratch", "fittable": False}
+    t0, dtype = time.perf_counter(), pick_dtype(cfg.run.precision, device)
+    d = cfg.distil
+    space = d.fit_on if model.plan.scheme in RELAXABLE else "weights"  # the learned schemes fit weights
+    covariances = None
+    if space == "data":
+        paths = [s.path for s in model.plan.slots if s.reads_shared]
+        teacher.model.to(device)
+        covariances = input_covariances(teacher.model, paths, streams.train, d.calibration_batches, device, dtype)
+        teacher.model.cpu()
+    errors = fit_student(model, teacher, covariances)
+    error = sum(errors.values()) / len(errors) if errors else 0.0
+    fitted = test_top1(model, streams, device, dtype)
+    used = reestimate_batchnorm(model, streams.train, d.bn_batches, device, dtype)
+    after = test_top1(model, streams, device, dtype) if used else fitted
+    what = "outputs on calibration images" if space == "data" else "kernels"
+    say(
+        f"fitted to the teacher (mean relative error of the convs' {what} {error:.3f}): test top-1 {fitted:.4f}; "
+        f"after re-estimating BatchNorm on {used} training batches {after:.4f}"
+    )
+    return {
+        "from": "fit",
+        "fit_on": space,
+        "fit_error": error,
+        "fit_errors": errors,  # per conv: relative error of its outputs (fit_on data) or of its kernel
+        "fitted_test_top1": fitted,
+        "bn_batches": used,
+        "bn_test_top1": after,
+        "seconds": time.perf_counter() - t0,  # the fit, the re-estimation and their two evaluations
+    }

@@ -5,15 +5,13 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from ..errors import WriteError
-from ..models import basis_penalty, count_params, create_model, zero_init_residual
+from ..models import count_params, create_model, zero_init_residual
 from ..models.budget import chosen
-from ..models.plan import RELAXABLE
 from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
 from ..storage import tensors_digest
 from ..weights import save
@@ -22,26 +20,15 @@ from . import syncbn
 from .checkpoint import find_latest, load_checkpoint, restore_training_state
 from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
-from .device import pick_device, pick_dtype, use_deterministic
-from .distil import (
-    Teacher,
-    check_data,
-    check_student,
-    fit_student,
-    fittable,
-    input_covariances,
-    on_fast_path,
-    read_teacher,
-    reestimate_batchnorm,
-    start_record,
-    test_top1,
-)
+from .device import pick_device, use_deterministic
+from .distil import Teaching
 from .ema import WeightEMA
 from .fastpath import decide, prepare
 from .loop import Fit, Position, eval_model, final_evaluation, say, train
+from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves
-from .step import Distillation, Trainer
+from .step import Trainer
 from .stop import StopRequest
 from .validate import check_config, check_resume_compatible
 
@@ -65,23 +52,19 @@ def fit(cfg: Config, resume: str | None = None) -> dict:
 
 
 def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
-    teacher = read_teacher(cfg.distil.teacher, cfg.model.name) if cfg.distil.teacher else None
-    if teacher is not None:
-        check_student(cfg, teacher)  # before anything is written
     run = open_run_dir(cfg, resume)
     found = resume_state(run, resume, cfg)
-    resumed = start_record(run, teacher) if teacher and found else None  # the same teacher file, or an error
+    teaching = Teaching(cfg, run, resumed=found is not None)  # a teacher's checks, before any data is read
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     streams = make_streams(cfg, device, dist.rank(), dist.world_size())
-    if teacher is not None:
-        check_data(teacher, streams.classes, streams.in_chans, streams.preprocess.to_dict())
     model = build_model(cfg, streams, device)
     cfg = replace(cfg, model=cfg.model.resolved(model.config))  # records what a budget chose
-    start = start_from_teacher(cfg, model, teacher, streams, device) if teacher and found is None else resumed
-    trainer = build_trainer(cfg, model, device, len(streams.train), teacher)
+    teaching.start_student(model, streams, device)  # distil.fit: a fresh student fitted to its teacher
+    objective = build_objective(cfg, model, teaching.term())
+    trainer = build_trainer(cfg, model, device, len(streams.train), objective=objective)
     pos = restore(run, found, trainer, cfg, len(streams.train))
-    distilled = teacher_record(run, teacher, trainer, streams, start, found is None) if teacher else None
+    distilled = teaching.record(run, trainer, streams)  # {} without a teacher
     if run:
         sizes = {"world_size": dist.world_size(), "batch_per_rank": streams.train.batch_size}
         run.write_config({**cfg.to_dict(), **sizes}, trainer.fast.record())
@@ -118,68 +101,11 @@ def build_model(cfg: Config, streams: Streams, device: torch.device) -> torch.nn
     return model.to(device)
 
 
-def start_from_teacher(cfg: Config, model, teacher: Teacher, streams: Streams, device: torch.device) -> dict:
-    """A fresh start under distillation: with distil.fit, the student fitted to its teacher and its
-    BatchNorm statistics re-estimated, each measured on the test set (distil.py)."""
-    if not cfg.distil.fit:
-        return {"from": "scratch"}
-    if not fittable(model, teacher):
-        arch = [f"{c['name']} width {c['width']}" for c in (model.config, teacher.model.config)]
-        say(
-            f"the student ({arch[0]}) is not the teacher's architecture ({arch[1]}): a width or depth change "
-            "cannot be fitted, so it starts from scratch, with distillation"
-        )
-        return {"from": "scratch", "fittable": False}
-    t0, dtype = time.perf_counter(), pick_dtype(cfg.run.precision, device)
-    d = cfg.distil
-    space = d.fit_on if model.plan.scheme in RELAXABLE else "weights"  # the learned schemes fit weights
-    covariances = None
-    if space == "data":
-        paths = [s.path for s in model.plan.slots if s.reads_shared]
-        teacher.model.to(device)
-        covariances = input_covariances(teacher.model, paths, streams.train, d.calibration_batches, device, dtype)
-        teacher.model.cpu()
-    errors = fit_student(model, teacher, covariances)
-    error = sum(errors.values()) / len(errors) if errors else 0.0
-    fitted = test_top1(model, streams, device, dtype)
-    used = reestimate_batchnorm(model, streams.train, cfg.distil.bn_batches, device, dtype)
-    after = test_top1(model, streams, device, dtype) if used else fitted
-    what = "outputs on calibration images" if space == "data" else "kernels"
-    say(
-        f"fitted to the teacher (mean relative error of the convs' {what} {error:.3f}): test top-1 {fitted:.4f}; "
-        f"after re-estimating BatchNorm on {used} training batches {after:.4f}"
-    )
-    return {
-        "from": "fit",
-        "fit_on": space,
-        "fit_error": error,
-        "fit_errors": errors,  # per conv: relative error of its outputs (fit_on data) or of its kernel
-        "fitted_test_top1": fitted,
-        "bn_batches": used,
-        "bn_test_top1": after,
-        "seconds": time.perf_counter() - t0,  # the fit, the re-estimation and their two evaluations
-    }
-
-
-def teacher_record(
-    run: RunDir | None, teacher: Teacher, trainer: Trainer, streams: Streams, start: dict | None, fresh: bool
-) -> dict:
-    """summary.json's teacher and the student's start. The teacher is measured at every start (on
-    every rank: the evaluation is collective); a fresh start is logged (a metrics row at step 0,
-    which a resume reads back through `start_record`)."""
-    top1 = test_top1(trainer.distil.teacher, streams, trainer.device, trainer.dtype)
-    say(f"teacher {teacher.file}: {teacher.params:,} parameters, test top-1 {top1:.4f}")
-    if run and fresh:
-        row = {"kind": "distil", "step": 0, "teacher_sha256": teacher.sha256, "teacher_test_top1": top1}
-        run.log({**row, "start": start})
-    return {"teacher": teacher.record(top1), "start": start}
-
-
 def build_trainer(
-    cfg: Config, model, device: torch.device, steps_per_epoch: int, teacher: Teacher | None = None
+    cfg: Config, model, device: torch.device, steps_per_epoch: int, objective: Objective | None = None
 ) -> Trainer:
-    """The model on this machine's fast path (fastpath.py), with its optimizer, schedule and EMA,
-    and the frozen teacher on the same path when distilling."""
+    """The model on this machine's fast path (fastpath.py), with its optimizer, schedule and EMA; the
+    objective (by default `build_objective`'s from labels) with any network it runs on the same path."""
     o = cfg.optim
     fast = decide(cfg.run, device, o.epochs * steps_per_epoch)
     if cfg.run.sync_bn and dist.world_size() > 1:
@@ -191,29 +117,17 @@ def build_trainer(
     wrapped = dist.wrap(model, device)
     if fast.compile:
         wrapped = torch.compile(wrapped)
-    scaler = torch.amp.GradScaler("cuda") if fast.dtype == torch.float16 else None
-    penalty = (
-        partial(basis_penalty, model, o.ortho_own, o.ortho_penalty)
-        if o.ortho_penalty and model.share == "basis"
-        else None
-    )
-    distil = None
-    if teacher is not None:
-        frozen = on_fast_path(teacher, device, fast.channels_last, fast.compile)
-        distil = Distillation(frozen, cfg.distil.alpha, cfg.distil.temperature)
     return Trainer(
-        wrapped,
-        optimizer,
-        scheduler,
-        device,
-        fast.dtype,
-        o.label_smoothing,
-        o.grad_clip,
-        ema,
-        scaler,
-        fast,
-        penalty,
-        distil,
+        model=wrapped,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        device=device,
+        dtype=fast.dtype,
+        objective=(objective or build_objective(cfg, model)).on_fast_path(device, fast),
+        grad_clip=o.grad_clip,
+        ema=ema,
+        scaler=torch.amp.GradScaler("cuda") if fast.dtype == torch.float16 else None,
+        fast=fast,
     )
 
 

@@ -1,11 +1,10 @@
-"""One training step (with a teacher's distillation term when there is one) and one evaluation pass:
-the loop around them is loop.py, the set-up fit.py."""
+"""One training step (its loss: objective.py) and one evaluation pass: the loop around them is
+loop.py, the set-up fit.py."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,9 @@ from torch import nn
 from ..errors import SharenetError
 from . import distributed as dist
 from .device import autocast
+from .ema import WeightEMA
 from .fastpath import FastPath
+from .objective import Objective
 
 
 class NonFiniteError(SharenetError):
@@ -23,52 +24,25 @@ class NonFiniteError(SharenetError):
     exit_code = 1
 
 
-class Distillation:
-    """Hinton et al.'s term (distil.py has the teacher and the student's start); the teacher is frozen."""
-
-    def __init__(self, teacher: nn.Module, alpha: float, temperature: float):
-        self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
-
-    @torch.no_grad()
-    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher(x)
-
-    def objective(self, ce: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """(1 - alpha) ce + alpha T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
-        t = self.temperature
-        soft = F.kl_div(
-            F.log_softmax(student.float() / t, 1),
-            F.log_softmax(teacher.float() / t, 1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        return (1 - self.alpha) * ce + self.alpha * t * t * soft
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Trainer:
     model: nn.Module  # possibly DDP-wrapped or compiled
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     dtype: torch.dtype
-    label_smoothing: float = 0.0
+    objective: Objective = field(default_factory=Objective)
     grad_clip: float = 0.0
-    ema: object | None = None
+    ema: WeightEMA | None = None
     scaler: torch.amp.GradScaler | None = None
     fast: FastPath | None = None  # what the step runs with on this machine, for the run's records
-    penalty: Callable[[], torch.Tensor] | None = None  # minimised with the loss, not logged in it: the bases' term
-    distil: Distillation | None = None  # a frozen teacher's term (distil.py), likewise not in the logged loss
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward, guard, update. Returns (loss, number correct) as tensors (no host sync)."""
         with autocast(self.device, self.dtype):
             logits = self.model(x)
-            teacher = self.distil.teacher_logits(x) if self.distil is not None else None
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        objective = loss if teacher is None else self.distil.objective(loss, logits, teacher)
-        if self.penalty is not None:
-            objective = objective + self.penalty()  # the logged loss stays the labels' CE: comparable across runs
+            soft = self.objective.soft_targets(x)
+        loss, objective = self.objective(logits, y, soft)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(objective).backward()
