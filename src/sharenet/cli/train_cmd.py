@@ -9,7 +9,6 @@ from pathlib import Path
 from ..engine.config import KEYS, ConfigError, Key, apply, flatten, parse_set, read_yaml
 from ..engine.evaluation import per_class, plot_confusion, run_eval
 from ..engine.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
-from ..models.plan import RELAXABLE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -164,42 +163,18 @@ def run_compress(args) -> int:
 
 
 def compress_config(args):
-    """The student's config: the compress recipe, then the teacher's architecture and data set
-    (from its weight file), then the flags; distil.teacher and distil.fit set."""
-    from ..engine.distil import describe
+    """The student's config: the compress recipe, then what it inherits from its teacher
+    (engine/inherit.py), then the flags; under a budget, what the budget chooses."""
+    from ..engine.inherit import free_for_budget, inherited
 
     explicit = (
         {**flatten(read_yaml(args.config), args.config), **parse_set(args.set)} if args.config else parse_set(args.set)
     )
-    flags = {k.name for k in KEYS.values() if k.flag and getattr(args, k.name) is not None}
-    if "model.share" not in flags | set(explicit):
+    given = {k.name for k in KEYS.values() if k.flag and getattr(args, k.name) is not None} | set(explicit)
+    if "model.share" not in given:
         raise ConfigError("sharenet compress needs --share SCHEME: the scheme the student shares its weights by")
-    about = describe(args.teacher)
-    base = {"distil.teacher": args.teacher, "distil.fit": True}
-    if about:
-        c = about["config"]
-        base.update({"model.name": c["name"], "model.width": c.get("width"), "model.shortcut": c.get("shortcut")})
-        base["model.dropout"] = c.get("dropout") or 0.0
-        if about["dataset"]:
-            base["data.dataset"] = about["dataset"]
-    else:
-        missing = [
-            flag
-            for flag, name in (("--model", "model.name"), ("--dataset", "data.dataset"))
-            if name not in flags | set(explicit)
-        ]
-        if missing:
-            needed = " and ".join(missing)
-            raise ConfigError(
-                f"teacher {args.teacher} has no sharenet metadata: name its architecture and data with {needed}"
-            )
-    cfg = resolve_config(args, "compress", base)
-    m = cfg.model
-    if m.params is not None and m.share in RELAXABLE and m.share != "ring" and "model.relax_rank" not in explicit:
-        cfg = apply(cfg, {"model.relax_rank": None})  # the dial: the teacher's width, the rank that meets the budget
-    elif m.params is not None and m.share != "ring" and "model.width" not in explicit:
-        cfg = apply(cfg, {"model.width": None})  # the budget chooses the width (which then cannot be fitted)
-    return cfg
+    cfg = resolve_config(args, "compress", inherited(args.teacher, given))
+    return free_for_budget(cfg, set(explicit))
 
 
 def run_evaluate(args) -> int:

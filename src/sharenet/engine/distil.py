@@ -17,7 +17,6 @@ stage of that start is measured on the test set and recorded (metrics.jsonl, sum
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +28,16 @@ from torch.optim.swa_utils import update_bn
 from ..errors import WeightsError
 from ..models import ResNet, count_params, create_model
 from ..models.plan import RELAXABLE
-from ..rundir import CONFIG, WEIGHTS, RunDir
+from ..rundir import RunDir
 from ..storage import file_digest
 from ..weights import load, load_weights
-from ..weights.files import read_metadata
 from ..weights.peers import detect_layout, to_sharenet
 from ..weights.transfer import fuse, read_state, unshared_state_dict
 from . import distributed as dist
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError
 from .device import autocast, pick_dtype
+from .inherit import teacher_metadata, weight_file
 from .loop import say
 from .objective import Distillation
 from .step import Trainer, evaluate
@@ -60,38 +59,12 @@ class Teacher:
         return {"file": str(self.file), "sha256": self.sha256, "params": self.params, "test_top1": test_top1}
 
 
-def weight_file(path: str | Path) -> Path:
-    """The weight file a teacher names: a run directory's model.safetensors, or the file itself."""
-    src = Path(path)
-    if src.is_dir():
-        if not (src / WEIGHTS).is_file():
-            raise WeightsError(f"teacher {src} holds no finished run: {WEIGHTS} is missing")
-        return src / WEIGHTS
-    if not src.is_file():
-        raise WeightsError(f"teacher {src} does not exist")
-    return src
-
-
-def describe(path: str | Path) -> dict:
-    """What a teacher's own file says about it, without building it: {"config": model config,
-    "dataset": data set or None}; {} for a checkpoint without sharenet metadata."""
-    file = weight_file(path)
-    meta = read_metadata(file) if file.suffix == ".safetensors" else None
-    if not meta:
-        return {}
-    dataset = meta.get("extra", {}).get("dataset")
-    run_config = file.parent / CONFIG
-    if dataset is None and Path(path).is_dir() and run_config.is_file():
-        dataset = json.loads(run_config.read_text()).get("data", {}).get("dataset")
-    return {"config": meta["config"], "dataset": dataset}
-
-
 def read_teacher(path: str | Path, name: str) -> Teacher:
     """The teacher, verified and frozen. A file without sharenet metadata (a CIFAR-ResNet or
     torchvision checkpoint, ...) is read as architecture `name`, its classes and input channels
     taken from its head and stem."""
     file = weight_file(path)
-    meta = read_metadata(file) if file.suffix == ".safetensors" else None
+    meta = teacher_metadata(file)
     if meta:
         model = load(file)  # verifies the checksum and the plan
         extra = meta.get("extra", {})
