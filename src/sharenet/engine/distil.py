@@ -37,10 +37,11 @@ from . import distributed as dist
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError
 from .device import autocast, pick_dtype
+from .distributed import say
+from .evaluation import test_top1
 from .inherit import teacher_metadata, weight_file
-from .loop import say
 from .objective import Distillation
-from .step import Trainer, evaluate
+from .step import Trainer
 
 ARCHITECTURE = ("name", "width", "shortcut", "num_classes", "in_chans")  # what a fit needs to be equal
 
@@ -205,10 +206,6 @@ def reestimate_batchnorm(model: nn.Module, stream, count: int, device: torch.dev
                 dist.all_reduce_sum(t)
                 t /= dist.world_size()
     return used
-
-
-def test_top1(model: nn.Module, streams, device: torch.device, dtype: torch.dtype) -> float:
-    return evaluate(model, streams.test.epoch(0), device, dtype, len(streams.classes))["top1"]
 
 
 def start_record(run: RunDir | None, teacher: Teacher) -> dict | None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import gc
 import os
 import re
+import sys
 import traceback
 
 import torch
 import torch.distributed as tdist
 from torch import nn
+from tqdm import tqdm
 
 from ..errors import SharenetError
 
@@ -138,3 +140,9 @@ def prefix_warnings() -> None:
         return
     original = warnings.formatwarning
     warnings.formatwarning = lambda *a, **k: f"[rank {rank()}] " + original(*a, **k)
+
+
+def say(message: str) -> None:
+    """A message to the user from rank 0 alone, written above any progress bar."""
+    if is_main():
+        tqdm.write(message, file=sys.stderr)

@@ -22,9 +22,11 @@ from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
 from .device import pick_device, use_deterministic
 from .distil import Teaching
+from .distributed import say
 from .ema import WeightEMA
+from .evaluation import eval_model, final_evaluation
 from .fastpath import decide, prepare
-from .loop import Fit, Position, eval_model, final_evaluation, say, train
+from .loop import Fit, Position, train
 from .objective import Objective, build_objective
 from .optim import build_optimizer, build_scheduler, reapply_settings
 from .plots import training_curves

@@ -1,5 +1,6 @@
-"""The training loop: epochs of steps, logging, checkpoints when due, and the evaluation that closes
-an epoch. One `Fit` holds a running fit's state; the step itself is step.py, the set-up fit.py."""
+"""The training loop: epochs of steps, logging, checkpoints when due, and the epoch's row (its
+measurements: evaluation.py). One `Fit` holds a running fit's state; the step itself is step.py,
+the set-up fit.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from . import distributed as dist
 from .checkpoint import save_checkpoint, training_state
 from .config import Config
 from .data_setup import Streams
-from .step import Trainer, evaluate
+from .distributed import say
+from .evaluation import bad_images, eval_model, evaluate, held_out
+from .step import Trainer
 from .stop import StopRequest, stopped
 
 
@@ -158,8 +161,7 @@ def maybe_checkpoint(fit: Fit, acc: Accumulator | None = None) -> None:
     fit.last_saved = time.monotonic()
     if signum:
         where = fit.run.path if fit.run else fit.cfg.run.out
-        command = f"sharenet compress {fit.cfg.distil.teacher} ..." if fit.cfg.distil.fit else "sharenet train"
-        raise stopped(signum, fit.pos.step, RunDir(where).checkpoint_path(fit.pos.step), where, command)
+        raise stopped(signum, fit.pos.step, RunDir(where).checkpoint_path(fit.pos.step), where, fit.cfg)
 
 
 def log_interval(fit: Fit, bar, loss, correct, n: int, clock: Clock) -> None:
@@ -184,7 +186,7 @@ def end_epoch(fit: Fit, clock: Clock) -> None:
     trainer, streams, pos = fit.trainer, fit.streams, fit.pos
     t_eval = time.perf_counter()
     test = evaluate(eval_model(trainer), streams.test.epoch(0), trainer.device, trainer.dtype, len(streams.classes))
-    val = validate(trainer, streams)
+    val = held_out(trainer, streams)
     eval_s = time.perf_counter() - t_eval
     wall = clock.elapsed()
     seen = max(1, pos.sums["seen"])
@@ -210,78 +212,14 @@ def end_epoch(fit: Fit, clock: Clock) -> None:
     }
     if fit.run:
         fit.run.log(row)
-    held_out = f"val top-1 {val['val_top1']:.4f} | " if val else ""
+    val_text = f"val top-1 {val['val_top1']:.4f} | " if val else ""
     say(
-        f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | {held_out}"
+        f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | {val_text}"
         f"test loss {row['test_loss']:.4f} top-1 {row['test_top1']:.4f} | {row['img_per_s']:.0f} img/s; "
         f"outside steps {100 * row['outside_steps_fraction']:.1f}%"
     )
     if pos.batch >= fit.steps_per_epoch:
         pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {"loss": 0.0, "correct": 0, "seen": 0}
-
-
-def bad_images(streams: Streams) -> dict:
-    """Training images skipped so far as undecodable (data.bad_images=skip; image folders only)."""
-    count = getattr(streams.train, "bad_images", None)
-    return {} if count is None else {"bad_images": count}
-
-
-def validate(trainer: Trainer, streams: Streams, tta: bool = False) -> dict:
-    """val_loss/val_top1/val_top5 on the held-out training images ({} without data.val_split)."""
-    if streams.val is None:
-        return {}
-    val = evaluate(eval_model(trainer), streams.val.epoch(0), trainer.device, trainer.dtype, len(streams.classes), tta)
-    suffix = "_tta" if tta else ""
-    return {f"val_{k}{suffix}": val[k] for k in ("loss", "top1", "top5")}
-
-
-def final_evaluation(cfg: Config, trainer: Trainer, streams: Streams) -> dict:
-    """summary.json's measurements: test (and val) of the saved weights; with TTA, the flip-averaged
-    ones beside them; with an EMA, the live weights' test top-1 too, and a note when the EMA is worse."""
-    model, n = eval_model(trainer), len(streams.classes)
-    test = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n)
-    out = {
-        "test_top1": test["top1"],
-        "test_top5": test["top5"],
-        "test_loss": test["loss"],
-        "test_samples": test["samples"],
-        **validate(trainer, streams),
-        **bad_images(streams),
-    }
-    if cfg.run.tta:
-        tta = evaluate(model, streams.test.epoch(0), trainer.device, trainer.dtype, n, tta=True)
-        out.update(
-            {
-                "test_top1_tta": tta["top1"],
-                "test_top5_tta": tta["top5"],
-                "test_loss_tta": tta["loss"],
-                "tta_forward_passes": 2,
-                **validate(trainer, streams, tta=True),
-            }
-        )
-    if trainer.ema is not None:
-        live = evaluate(dist.unwrap(trainer.model), streams.test.epoch(0), trainer.device, trainer.dtype, n)
-        out.update(
-            {
-                "ema_test_top1": test["top1"],
-                "live_test_top1": live["top1"],
-                "ema_below_live": test["top1"] < live["top1"],
-            }
-        )
-        if streams.val is not None:
-            live_val = evaluate(dist.unwrap(trainer.model), streams.val.epoch(0), trainer.device, trainer.dtype, n)
-            out["live_val_top1"] = live_val["top1"]
-        if out["ema_below_live"]:
-            say(
-                f"note: the EMA weights (saved, evaluated) score test top-1 {test['top1']:.4f}, below the live "
-                f"weights' {live['top1']:.4f}; lower optim.ema_decay for a run this short"
-            )
-    return out
-
-
-def eval_model(trainer: Trainer):
-    """EMA weights when kept; otherwise the plain module (no DDP, no compiled graph to re-trace)."""
-    return trainer.ema.module if trainer.ema is not None else dist.unwrap(trainer.model)
 
 
 def progress_bar(fit: Fit):
@@ -294,8 +232,3 @@ def progress_bar(fit: Fit):
         leave=False,
         dynamic_ncols=True,
     )
-
-
-def say(message: str) -> None:
-    if dist.is_main():
-        tqdm.write(message, file=sys.stderr)

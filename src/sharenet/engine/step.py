@@ -1,5 +1,5 @@
-"""One training step (its loss: objective.py) and one evaluation pass: the loop around them is
-loop.py, the set-up fit.py."""
+"""One training step (its loss: objective.py; the evaluation pass: evaluation.py): the loop around
+it is loop.py, the set-up fit.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SharenetError
@@ -66,43 +65,3 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(dist.unwrap(self.model), step)
         return loss.detach(), (logits.argmax(1) == y).sum()
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, batches, device: torch.device, dtype: torch.dtype, num_classes: int, tta: bool = False
-) -> dict:
-    """Loss, top-1, top-5 and the confusion matrix over every sample of `batches` (all ranks).
-
-    `tta`: each image's logits averaged with its horizontal flip's (two forward passes).
-    """
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    top1 = torch.zeros((), dtype=torch.int64, device=device)
-    top5 = torch.zeros((), dtype=torch.int64, device=device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    seen = torch.zeros((), dtype=torch.int64, device=device)
-    k = min(5, num_classes)
-    for x, y in batches:
-        with autocast(device, dtype):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
-        loss += F.cross_entropy(logits, y, reduction="sum").double()
-        pred = logits.topk(k, 1).indices
-        top1 += (pred[:, 0] == y).sum()
-        top5 += (pred == y[:, None]).any(1).sum()
-        confusion += torch.bincount(y * num_classes + pred[:, 0], minlength=num_classes**2)
-        seen += len(y)
-    for t in (loss, top1, top5, confusion, seen):
-        dist.all_reduce_sum(t)
-    model.train(was_training)
-    n = max(1, int(seen))
-    return {
-        "loss": float(loss) / n,
-        "top1": int(top1) / n,
-        "top5": int(top5) / n,
-        "samples": int(seen),
-        "confusion": confusion.view(num_classes, num_classes).cpu(),
-    }

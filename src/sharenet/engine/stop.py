@@ -18,6 +18,7 @@ import torch
 
 from ..errors import SharenetError
 from . import distributed as dist
+from .config import Config
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -69,10 +70,17 @@ class StopRequest:
         return int(flag)
 
 
-def stopped(signum: int, step: int, checkpoint, out, command: str = "sharenet train") -> Stopped:
-    """`command`: what made the run (a compressed run continues with its `sharenet compress TEACHER ...`)."""
+def stopped(signum: int, step: int, checkpoint, out, cfg: Config | None = None) -> Stopped:
+    """The stop, its message naming the checkpoint and the command that continues the run."""
     name = signal.Signals(signum).name
+    command = continue_command(cfg)
     return Stopped(
         signum,
         f"stopped by {name} at step {step}; checkpoint {checkpoint}; continue with {command} --resume auto --out {out}",
     )
+
+
+def continue_command(cfg: Config | None) -> str:
+    """The command that made a run, as far as its resume needs: a compressed run continues with its
+    `sharenet compress TEACHER ...`, any other with `sharenet train`."""
+    return f"sharenet compress {cfg.distil.teacher} ..." if cfg is not None and cfg.distil.fit else "sharenet train"
