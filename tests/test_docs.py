@@ -102,6 +102,16 @@ def test_the_readme_quotes_the_headline_study_as_its_report_says_it():
     assert "](docs/budget-study.md)" in section and "](docs/study-3-epochs.md)" in section
 
 
+def test_the_readme_quotes_the_compression_page_as_it_is():
+    """The README's compression section quotes docs/compress.md's table rows verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Compressing a network you trained", 1)[1].split("\n## ", 1)[0]
+    page = set((ROOT / "docs" / "compress.md").read_text().splitlines())
+    quoted = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(quoted) >= 4 and [line for line in quoted if line not in page] == []
+    assert "](docs/compress.md)" in section
+
+
 def test_the_layout_block_names_every_module():
     """The README's layout names every module of the package, so a reader finds each one there."""
     text = (ROOT / "README.md").read_text()
