@@ -164,6 +164,57 @@ def test_a_data_aware_fit_has_less_output_error_than_the_weight_space_one(teache
     assert all((err < 1e-9) == path.startswith("stages.0.") for path, err in exact.items()), exact
 
 
+LEARNED = [{"share": "templates", "templates": 2}, {"share": "basis", "shared_rank": 4}]
+
+
+@pytest.mark.parametrize("options", LEARNED, ids=["templates", "basis"])
+def test_learned_schemes_fitted_on_data_err_less_on_the_outputs(teacher, fmnist_dir, options, tmp_path):
+    """Templates and a shared basis found by SVD in the space whitened by all their users' inputs,
+    each conv's coefficients (and own filters) fitted on its own: on the teacher's real conv inputs
+    their outputs err less in all than the weight-space SVD's, and a basis on every conv. The same
+    fit reaches `load_weights(calibration=...)` and `sharenet import --calibration N`."""
+    from sharenet.deploy.check import dataset_images
+    from sharenet.weights.calibration import in_batches, input_covariances
+    from sharenet.weights.files import read_metadata
+    from sharenet.weights.fit import whitening
+
+    file = teacher / "model.safetensors"
+    images = dataset_images(read_metadata(file), "train", 512, str(fmnist_dir))[0]
+    by_data = sharenet.create_model("resnet20", num_classes=10, in_chans=1, **options)
+    data = sharenet.load_weights(by_data, file, fuse_kernels=True, calibration=images).fused
+    by_weights = sharenet.create_model("resnet20", num_classes=10, in_chans=1, **options)
+    sharenet.load_weights(by_weights, file, fuse_kernels=True)
+    source = sharenet.load(file).eval()
+    paths = [s.path for s in by_data.plan.slots if s.fitted]
+    cov = input_covariances(source, paths, in_batches(images))
+    theirs, ours = source.state_dict(), sharenet.unshare(by_weights.eval()).state_dict()
+    errors = {conv: e for convs in data.values() for conv, e in convs.items()}
+    assert set(errors) == set(paths)
+    weights_errors = {}
+    for path in paths:
+        w, root = theirs[f"{path}.weight"].flatten(1).double(), whitening(cov[path])
+        k = ours[f"{path}.weight"].flatten(1).double()
+        weights_errors[path] = float(((k - w) @ root).norm() / (w @ root).norm())
+    assert sum(errors.values()) < sum(weights_errors.values())
+    if options["share"] == "basis":
+        assert all(errors[p] < weights_errors[p] for p in paths), (errors, weights_errors)
+    # the command line: the same fit, its output errors printed, the data set carried to the file
+    out = tmp_path / "imported.safetensors"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    args = ["import", str(file), "--model", "resnet20", "--num-classes", "10", "--in-chans", "1", *flags]
+    proc = sharenet_cli(*args, "--calibration", "512", "--data-dir", str(fmnist_dir), "--out", str(out))
+    assert "outputs' relative error" in proc.stdout
+    imported = sharenet.load(out)
+    for key, value in by_data.state_dict().items():
+        torch.testing.assert_close(imported.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    assert read_metadata(out)["extra"]["dataset"] == read_metadata(file)["extra"]["dataset"]
+    foreign = tmp_path / "foreign.pth"
+    torch.save(source.state_dict(), foreign)
+    refused = sharenet_cli("import", str(foreign), *args[2:], "--calibration", "64", "--out", str(out), check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "records none" in refused.stderr
+
+
 def test_compress_stopped_by_sigterm_and_resumed_equals_uninterrupted(teacher, fmnist_dir, tmp_path):
     def start(out, *extra):
         cmd = [sys.executable, "-m", "sharenet", "compress", str(teacher), "--share", "stage"]

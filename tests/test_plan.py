@@ -264,3 +264,31 @@ def test_orthogonality_penalty_terms():
     model.requires_grad_(True)
     basis_penalty(model).backward()
     assert model.stages[0].basis.weight.grad is not None
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"share": "stage", "relax_rank": 2},
+        {"share": "ring", "params": 150_000},
+        {"share": "templates", "templates": 2},
+        {"share": "basis", "shared_rank": 8, "unique_rank": 1},
+    ],
+    ids=lambda o: o["share"],
+)
+def test_a_data_aware_fit_on_inputs_alike_in_every_direction_is_the_weight_space_fit(options):
+    """C = c I for every conv weighs every kernel entry alike: the output-space closed forms (the
+    whitened SVDs, the weighted means) must then give back the weight-space fit's kernels exactly,
+    whatever c, so that the two differ only by what the inputs say."""
+    plain = _random_stats(create_model("resnet20")).double().eval()
+    by_weights, by_data = (create_model("resnet20", **options).double().eval() for _ in range(2))
+    unshared = unshared_state_dict(plain)
+    fuse(by_weights, unshared)
+    c = {s.path: 3.7 * torch.eye(s.in_ch * s.kernel**2, dtype=torch.float64) for s in by_data.plan.slots if s.fitted}
+    errors = fuse(by_data, unshared, c)
+    ours, theirs = unshared_state_dict(by_data), unshared_state_dict(by_weights)
+    for slot in by_data.plan.slots:
+        key = f"{slot.path}.weight"
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=1e-9 * float(theirs[key].abs().max()))
+    assert {p for conv in errors.values() for p in conv} == set(c)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import typing
 
 import torch
 
 from ..engine.config import KEYS
+from ..errors import InvalidArgumentError
 from ..models import NAME_FORMS, SCHEMES, ResNet, count_params, create_model, describe
 from ..models.budget import chosen
 from ..models.plan import OPTION_NAMES
 from ..paper import LEARNED_PARAMS, SHARESNET_PARAMS
 from ..weights import load_weights, save
+from ..weights.files import read_metadata
 
 SCHEME_HELP = KEYS["model.share"].why
 SIZE_NAMES = ("width", "params")  # create_model keywords that size any scheme
@@ -62,6 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, "target scheme; its shared tensors are fitted to the kernels they replace (mean, or SVD for templates/basis)"
     )
     p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fit each conv's outputs on the inputs N training images give it, instead of its weights (a sharenet "
+        "file that records its data set; about 2560 is compress's default); 0 (default): fit weights",
+    )
+    p.add_argument("--data-dir", default=None, help="where the source's data set is (default: its standard place)")
     p.set_defaults(run=run_import)
 
 
@@ -182,14 +194,36 @@ def run_params(args) -> int:
 
 def run_import(args) -> int:
     model = _create(args.model, args)
-    report = load_weights(model, args.src, fuse_kernels=True)
-    path = save(model, args.out, extra={"imported_from": str(args.src), "layout": report.layout})
+    src = str(args.src)
+    meta = read_metadata(src) if src.endswith(".safetensors") and os.path.isfile(src) else None
+    recorded = {k: v for k, v in ((meta or {}).get("extra") or {}).items() if k in ("dataset", "preprocess")}
+    images = _calibration_images(args, meta) if args.calibration else None
+    report = load_weights(model, src, fuse_kernels=True, calibration=images)
+    # the source's data set and preprocessing carry over: predict, export checks and a later import read them
+    path = save(model, args.out, extra={"imported_from": src, "layout": report.layout, **recorded})
     print(
         f"read {args.src} ({report.layout} layout, share={report.source_share}) -> {path} (share={report.target_share})"
     )
     for key, errors in report.fused.items():
         worst = max(errors, key=errors.get)
         mean = sum(errors.values()) / len(errors)
-        fit = f"relative error max {errors[worst]:.3f} ({worst}), mean {mean:.3f}"
+        of = "outputs' " if images is not None else ""
+        fit = f"{of}relative error max {errors[worst]:.3f} ({worst}), mean {mean:.3f}"
         print(f"  fused {key} from {len(errors)} kernels: {fit}")
     return 0
+
+
+def _calibration_images(args, meta: dict | None) -> torch.Tensor:
+    """N training images of the data set the source file records, preprocessed as it was trained."""
+    from ..deploy.check import dataset_images
+
+    if args.calibration < 0:
+        raise InvalidArgumentError(
+            f"--calibration must be 0 (fit weights) or a number of images, got {args.calibration}"
+        )
+    if not meta or not (meta.get("extra") or {}).get("dataset"):
+        raise InvalidArgumentError(
+            f"--calibration reads the training images of the data set the source was trained on, and {args.src} "
+            "records none (a sharenet file does); leave it out to fit weights"
+        )
+    return dataset_images(meta, "train", args.calibration, args.data_dir)[0]

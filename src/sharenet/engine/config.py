@@ -237,7 +237,7 @@ class DistilConfig:
                     resume=True)
     fit_on: str = key("weights", "distil.fit: fit each conv's outputs on calibration images (data, what sharenet "
                       "compress does: the shared kernel and corrections of least output error, SVD-LLM's "
-                      "whitening) or its weights (weights: means and plain SVDs); templates and basis fit weights",
+                      "whitening) or its weights (weights: means and plain SVDs), under every scheme",
                       choices=("data", "weights"), resume=True)
     calibration_batches: int = key(20, "distil.fit_on=data: training batches whose conv inputs weigh the fit",
                                    low=1, resume=True)

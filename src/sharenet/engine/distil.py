@@ -27,10 +27,9 @@ from torch.optim.swa_utils import update_bn
 
 from ..errors import WeightsError
 from ..models import ResNet, count_params, create_model
-from ..models.plan import RELAXABLE
 from ..rundir import RunDir
 from ..storage import file_digest
-from ..weights import load, load_weights
+from ..weights import calibration, load, load_weights
 from ..weights.peers import detect_layout, to_sharenet
 from ..weights.transfer import fuse, read_state, unshared_state_dict
 from . import distributed as dist
@@ -146,49 +145,22 @@ def fit_student(student: ResNet, teacher: Teacher, covariances: dict | None = No
 def input_covariances(
     model: nn.Module, paths: list[str], stream, count: int, device: torch.device, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """Per conv path, the second moment C = X^T X / rows (float64, on the CPU) of its input patches X
-    (rows: every output position of every image; columns: in*k*k, the kernel's layout) over the
+    """Per conv path, the second moment of its input patches (weights/calibration.py) over the
     first `count` batches of the training `stream`, summed over the ranks: what a data-aware fit
     weighs each conv's errors by. The model runs in eval mode, as the teacher it is."""
     used = min(count, len(stream))
     if used < 1:
         raise ConfigError("a data-aware fit needs at least one calibration batch (distil.calibration_batches >= 1)")
-    sums: dict[str, torch.Tensor] = {}
-    rows: dict[str, int] = {}  # patches seen per conv (the same on every rank: equal batches)
-
-    def hook(path, conv):
-        if isinstance(conv, nn.Conv2d):  # a 1x1 (or a peer's) conv
-            k, stride = conv.kernel_size[0], conv.stride[0]
-        else:  # sharenet's Conv3x3 (own, borrowed or filter-basis kernel) or RingConv
-            k, stride = getattr(conv, "k", 3), conv.stride
-
-        def record(module, inputs, output):
-            patches = torch.nn.functional.unfold(inputs[0].float(), k, padding=k // 2, stride=stride)  # (N, d, P)
-            x = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-            moment = (x.T @ x).double().cpu()  # fp32 products, summed in fp64 across batches
-            sums[path] = sums[path] + moment if path in sums else moment
-            rows[path] = rows.get(path, 0) + x.shape[0]
-
-        return conv.register_forward_hook(record)
-
-    handles = [hook(p, model.get_submodule(p)) for p in paths]
-    try:
-        with torch.no_grad(), autocast(device, dtype):
-            for x, _ in itertools.islice(stream.epoch(0), used):
-                model(x.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-    for path, t in sums.items():
-        dist.all_reduce_sum(t)
-        t /= rows[path] * dist.world_size()  # the mean of x x^T: a fit's scale does not grow with the count
-        if t.trace() == 0 or torch.linalg.matrix_rank(t.float()) < t.shape[0] // 2:
-            raise ConfigError(
-                f"too few calibration images for a data-aware fit: {used} batches leave the inputs of {path} "
-                f"spanning fewer than half of its {t.shape[0]} dimensions; raise distil.calibration_batches "
-                "or fit weights (distil.fit_on=weights)"
-            )
-    return sums
+    batches = (x.to(device) for x, _ in itertools.islice(stream.epoch(0), used))
+    with autocast(device, dtype):
+        return calibration.input_covariances(
+            model,
+            paths,
+            batches,
+            reduce=dist.all_reduce_sum,
+            ranks=dist.world_size(),
+            advice="raise distil.calibration_batches or fit weights (distil.fit_on=weights)",
+        )
 
 
 def reestimate_batchnorm(model: nn.Module, stream, count: int, device: torch.device, dtype: torch.dtype) -> int:
@@ -277,10 +249,9 @@ def start_from_teacher(cfg: Config, model: ResNet, teacher: Teacher, streams, de
         return {"from": "scratch", "fittable": False}
     t0, dtype = time.perf_counter(), pick_dtype(cfg.run.precision, device)
     d = cfg.distil
-    space = d.fit_on if model.plan.scheme in RELAXABLE else "weights"  # the learned schemes fit weights
-    covariances = None
+    space, covariances = d.fit_on, None
     if space == "data":
-        paths = [s.path for s in model.plan.slots if s.reads_shared]
+        paths = [s.path for s in model.plan.slots if s.fitted]
         teacher.model.to(device)
         covariances = input_covariances(teacher.model, paths, streams.train, d.calibration_batches, device, dtype)
         teacher.model.cpu()

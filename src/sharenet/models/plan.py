@@ -148,8 +148,14 @@ class ConvSlot:
     @property
     def reads_shared(self) -> bool:
         """It reads a kernel that other convs read too (a shared kernel or the ring): the convs that
-        relaxed sharing corrects and a data-aware fit fits on their inputs."""
+        relaxed sharing corrects."""
         return self.source in ("shared", "ring")
+
+    @property
+    def fitted(self) -> bool:
+        """A fit to unshared kernels replaces its kernel (any source but its own): the convs whose
+        inputs a data-aware fit measures."""
+        return self.source != "own"
 
     @property
     def max_rank(self) -> int:

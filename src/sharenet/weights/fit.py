@@ -23,8 +23,11 @@ A data-aware fit (`covariances`: each conv's input-patch second moment C = X^T X
 images, from `input_covariances`) minimises the error of each conv's output X W^T instead of its
 weights, as SVD-LLM and Basis Sharing do: the shared kernel is S = (sum W_l C_l)(sum C_l)^-1, a
 ring entry the mean weighted by the diagonal of C (the closed form stays a mean), and each
-correction the rank-r truncation of (W - S) L times L^-1, with C = L L^T (the whitened SVD). The
-errors reported are then ||(fit - W) L|| / ||W L||: relative errors of the conv's outputs.
+correction the rank-r truncation of (W - S) L times L^-1, with C = L L^T (the whitened SVD).
+Templates and a shared basis, read by convs with different inputs, are found by SVD in the space
+whitened by all their inputs together (sum of C, as Basis Sharing does); what each conv holds
+itself (its coefficients, its own filters) is then fitted on its own inputs. The errors reported
+are then ||(fit - W) L|| / ||W L||: relative errors of the conv's outputs.
 """
 
 from __future__ import annotations
@@ -85,9 +88,9 @@ def mean_kernel(
     if covariances is None:
         shared = torch.stack(kernels).mean(0)
     else:
-        cs = [covariances[s.path].double() for s in slots]
+        cs = [_damped(covariances[s.path]) for s in slots]  # the ridge pulls S towards the plain mean, not 0
         rhs = sum(k.flatten(1).double() @ c for k, c in zip(kernels, cs, strict=True))
-        shared = torch.linalg.solve(_damped(sum(cs)), rhs.T).T.reshape(kernels[0].shape)  # C symmetric: S = rhs C^-1
+        shared = torch.linalg.solve(sum(cs), rhs.T).T.reshape(kernels[0].shape)  # C symmetric: S = rhs C^-1
     return {owned.key: shared}, _errors(slots, kernels, [shared] * len(kernels), _roots(slots, covariances))
 
 
@@ -115,33 +118,93 @@ def corrections(
     return state, _errors(slots, [k.double() for k in kernels], fits, roots)
 
 
-def template_bank(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], init: torch.Tensor) -> Fitted:
-    """`init`: the model's current templates, kept for the ones beyond the kernels' rank."""
-    flat = torch.stack([k.flatten() for k in kernels]).double()  # (convs, out*in*9)
-    u, s, vh = torch.linalg.svd(flat, full_matrices=False)
+def _unwhiten(m: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    """Rows found in a whitened space (m = x L) back in the kernel's: x = m L^-1."""
+    return torch.linalg.solve_triangular(root.T, m.T, upper=True).T
+
+
+def _pooled(slots: list[ConvSlot], covariances: dict) -> torch.Tensor:
+    """The whitening of every user's inputs together (sum of their C): the one space in which a
+    tensor all of them read (templates, a shared basis) is found by SVD, as Basis Sharing does."""
+    return torch.linalg.cholesky(sum(_damped(covariances[s.path]) for s in slots))
+
+
+def template_bank(
+    owned: Owned,
+    slots: list[ConvSlot],
+    kernels: list[torch.Tensor],
+    init: torch.Tensor,
+    covariances: dict | None = None,
+) -> Fitted:
+    """`init`: the model's current templates, kept for the ones beyond the kernels' rank. With
+    `covariances`, the templates are the SVD of the kernels whitened by every user's inputs together,
+    and each conv's coefficients the least-squares mix of least error on its own inputs."""
+    pooled = None if covariances is None else _pooled(slots, covariances)
+    flat = torch.stack(
+        [(k.flatten(1).double() @ pooled if pooled is not None else k.double()).flatten() for k in kernels]
+    )
+    u, s, vh = torch.linalg.svd(flat, full_matrices=False)  # rows: (convs, out*in*9)
     rank = min(owned.count, len(kernels))
     templates = init.detach().clone().double().unflatten(0, (owned.count, owned.out_ch))  # (s, out, in, 3, 3)
-    templates[:rank] = (s[:rank, None] * vh[:rank]).reshape(rank, *templates.shape[1:])
+    mixed = (s[:rank, None] * vh[:rank]).reshape(rank, owned.out_ch, -1)
+    if pooled is not None:
+        mixed = torch.stack([_unwhiten(t, pooled) for t in mixed])
+    templates[:rank] = mixed.reshape(rank, *templates.shape[1:])
     coefficients = torch.zeros(len(kernels), owned.count, dtype=torch.float64)
-    coefficients[:, :rank] = u[:, :rank]
+    roots = _roots(slots, covariances)
+    if roots is None:
+        coefficients[:, :rank] = u[:, :rank]
+    else:  # per conv: min ||(W - sum_j c_j T_j) L|| over c, a least-squares problem in `rank` unknowns
+        for i, (slot, w) in enumerate(zip(slots, kernels, strict=True)):
+            root = roots[slot.path]
+            basis = torch.stack([(t.flatten(1) @ root).flatten() for t in templates[:rank].flatten(2)])
+            target = (w.flatten(1).double() @ root).flatten()
+            coefficients[i, :rank] = torch.linalg.lstsq(basis.T, target[:, None]).solution[:, 0]
+        gain = coefficients[:, :rank].norm(dim=0)  # unit coefficient columns, as the SVD's u: the scale
+        gain = torch.where(gain > 0, gain, torch.ones_like(gain))  # lives in the templates either way
+        templates[:rank] *= gain.view(-1, 1, 1, 1, 1)
+        coefficients[:, :rank] /= gain
     fits = [torch.tensordot(c, templates, 1) for c in coefficients]
     state = {
         owned.key: templates.flatten(0, 1),
         **{f"{s.path}.coefficients": c for s, c in zip(slots, coefficients, strict=True)},
     }
-    return state, _errors(slots, [k.double() for k in kernels], fits)
+    return state, _errors(slots, [k.double() for k in kernels], fits, roots)
 
 
-def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], eps: float) -> Fitted:
-    """`eps`: the basis BatchNorms' epsilon, so that running_var = 1 - eps makes them the identity."""
+def _unit(rows: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to norm 1 (zero rows stay zero): a basis the identity BatchNorm after it passes as is."""
+    return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+def filter_basis(
+    owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor], eps: float, covariances: dict | None = None
+) -> Fitted:
+    """`eps`: the basis BatchNorms' epsilon, so that running_var = 1 - eps makes them the identity.
+    With `covariances`, the shared basis is the top singular vectors of every conv's filters whitened
+    by all their inputs together; each conv's own filters those of what the shared basis leaves of
+    its outputs (whitened by its own inputs), its coefficients the least-squares fit of its outputs."""
     rows = [k.flatten(1).double() for k in kernels]  # each (out, in*9)
-    shared = _top(torch.cat(rows), owned.out_ch)  # (s, in*9)
+    roots = _roots(slots, covariances)
+    if roots is None:
+        shared = _top(torch.cat(rows), owned.out_ch)  # (s, in*9)
+    else:
+        pooled = _pooled(slots, covariances)
+        shared = _unit(_unwhiten(_top(torch.cat([w @ pooled for w in rows]), owned.out_ch), pooled))
     state, fits = {owned.key: shared.reshape(owned.shape)}, []
     for slot, w in zip(slots, rows, strict=True):
-        rest = w - (w @ shared.T) @ shared
-        own = _top(rest, slot.own_rank)  # (u, in*9)
-        basis = torch.cat([own, shared])  # the conv's order: own filters, then shared
-        coeff = w @ torch.linalg.pinv(basis)  # (out, u+s); least squares: own rows of a near-zero rest are noise
+        if roots is None:
+            rest = w - (w @ shared.T) @ shared
+            own = _top(rest, slot.own_rank)  # (u, in*9)
+            basis = torch.cat([own, shared])  # the conv's order: own filters, then shared
+            coeff = w @ torch.linalg.pinv(basis)  # (out, u+s); least squares: own rows of a near-zero rest are noise
+        else:  # the same in the space whitened by this conv's inputs: x -> x L
+            root = roots[slot.path]
+            z, seen = w @ root, shared @ root
+            rest = z - (z @ torch.linalg.pinv(seen)) @ seen
+            own = _unit(_unwhiten(_top(rest, slot.own_rank), root))
+            basis = torch.cat([own, shared])
+            coeff = z @ torch.linalg.pinv(basis @ root)
         fits.append(coeff @ basis)
         rank, p = basis.shape[0], slot.path
         if slot.own_rank:
@@ -156,7 +219,7 @@ def filter_basis(owned: Owned, slots: list[ConvSlot], kernels: list[torch.Tensor
                 f"{p}.coeff.weight": coeff.reshape(slot.out_ch, rank, 1, 1),
             }
         )
-    return state, _errors(slots, rows, fits)
+    return state, _errors(slots, rows, fits, roots)
 
 
 def ring(

@@ -17,9 +17,10 @@ import torch
 
 from ..errors import InvalidArgumentError, PlanMismatchError, WeightsError
 from ..models import ResNet, create_model
-from ..models.plan import OPTION_NAMES, RELAXABLE, Sharing
+from ..models.plan import OPTION_NAMES, Sharing
 from ..models.registry import default_width
 from . import fit
+from .calibration import in_batches, input_covariances
 from .files import read_safetensors
 from .peers import detect_layout, to_sharenet, unwrap
 
@@ -104,15 +105,10 @@ def fuse(
     relaxed sharing, each conv's correction) to the kernels it replaces (fit.py); returns, per
     shared tensor, each conv's relative reconstruction error, after its correction.
 
-    `covariances` (conv path -> second moment of its input patches, `input_covariances`): fit
-    the convs' outputs on those inputs instead of their weights; stage, block, stage_all and
-    ring plans (the learned schemes fit their weights: InvalidArgumentError)."""
+    `covariances` (conv path -> second moment of its input patches, calibration.py): fit the
+    convs' outputs on those inputs instead of their weights, under every plan."""
     plan, current = model.plan, model.state_dict()
     state, report = {}, {}
-    if covariances is not None and plan.scheme not in RELAXABLE:
-        raise InvalidArgumentError(
-            f"a data-aware fit applies to share=stage, block, stage_all and ring; share={plan.scheme!r} fits weights"
-        )
     for owned in plan.owned():
         slots = plan.users(owned)
         kernels = [_take(unshared, f"{s.path}.weight").double() for s in slots]
@@ -121,10 +117,10 @@ def fuse(
             fitted, report[owned.key] = fit.ring(owned, slots, kernels, seed, current[owned.key].cpu(), covariances)
             applied = fit.ring_kernels(owned, slots, fitted[owned.key], seed)
         elif slots[0].source == "templates":
-            fitted, report[owned.key] = fit.template_bank(owned, slots, kernels, current[owned.key].cpu())
+            fitted, report[owned.key] = fit.template_bank(owned, slots, kernels, current[owned.key].cpu(), covariances)
         elif slots[0].source == "basis":
             eps = model.get_submodule(f"{slots[0].path}.bn").eps
-            fitted, report[owned.key] = fit.filter_basis(owned, slots, kernels, eps)
+            fitted, report[owned.key] = fit.filter_basis(owned, slots, kernels, eps, covariances)
         else:
             fitted, report[owned.key] = fit.mean_kernel(owned, slots, kernels, covariances)
             applied = [fitted[owned.key]] * len(slots)
@@ -145,13 +141,18 @@ def _take(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     return state[key]
 
 
-def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadReport:
+def load_weights(
+    model: ResNet, src, *, fuse_kernels: bool = False, calibration: torch.Tensor | None = None
+) -> LoadReport:
     """Load weights (path or state dict) into `model`: sharenet's, torchvision's, the common CIFAR
     ResNet layout, Kang et al.'s Net_RL2 (filter bases) or Savarese & Maire's SWRN (templates).
 
     Weights for the same plan load exactly. Weights for another plan raise PlanMismatchError
     naming both, unless `fuse_kernels=True`: then each shared tensor of the model is fitted to the
     source's kernels it replaces (see `LoadReport.fused`), or they are expanded into an unshared model.
+    `calibration` (preprocessed images, N x C x H x W, a few thousand): fit each conv's outputs on
+    the inputs the source network gives it on those images instead of its weights (the data-aware
+    fit of weights/fit.py; `LoadReport.fused` then holds relative errors of the outputs).
     """
     state, meta = read_state(src)
     layout = detect_layout(state)
@@ -177,7 +178,12 @@ def load_weights(model: ResNet, src, *, fuse_kernels: bool = False) -> LoadRepor
         )
     source = create_model(**src_config)
     _strict_load(source, state)
-    report.fused = fuse(model, unshared_state_dict(source))
+    covariances = None
+    if calibration is not None:
+        paths = [s.path for s in model.plan.slots if s.fitted]
+        batches = in_batches(calibration.to(next(source.parameters()).dtype))
+        covariances = input_covariances(source.eval(), paths, batches)
+    report.fused = fuse(model, unshared_state_dict(source), covariances)
     return report
 
 
