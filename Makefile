@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,export]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,export,ray,tensorboard]'
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps foolbox==3.3.4  # real CIFAR/ImageNet test images
 	touch $@
 
