@@ -11,8 +11,8 @@ import torch
 
 from ..engine.config import KEYS
 from ..errors import InvalidArgumentError
-from ..models import NAME_FORMS, SCHEMES, ResNet, count_params, create_model, describe
-from ..models.budget import chosen
+from ..models import NAME_FORMS, SCHEMES, ResNet, create_model, describe
+from ..models.budget import chosen, count_on_meta
 from ..models.plan import OPTION_NAMES
 from ..paper import LEARNED_PARAMS, SHARESNET_PARAMS
 from ..weights import load_weights, save
@@ -84,17 +84,11 @@ def _create(name: str, args) -> ResNet:
     return create_model(name, share=args.share, num_classes=args.num_classes, in_chans=args.in_chans, **given)
 
 
-def _count(name: str, **kwargs) -> int:
-    """Parameters of a model built on the meta device: its count without allocating or initialising it."""
-    with torch.device("meta"):
-        return count_params(create_model(name, **kwargs))
-
-
 def paper_table() -> list[dict]:
     rows = []
     for row in SHARESNET_PARAMS:
-        base = _count(row.model, num_classes=row.num_classes)
-        shared = _count(row.model, share="stage", num_classes=row.num_classes)
+        base = count_on_meta(create_model, name=row.model, num_classes=row.num_classes)
+        shared = count_on_meta(create_model, name=row.model, share="stage", num_classes=row.num_classes)
         rows.append(
             {
                 "model": row.model,
@@ -113,8 +107,8 @@ def learned_table() -> list[dict]:
     rows = []
     for row in LEARNED_PARAMS:
         kwargs = row.create_kwargs()
-        base = _count(row.model, num_classes=row.num_classes)
-        ours = _count(row.model, **kwargs)
+        base = count_on_meta(create_model, name=row.model, num_classes=row.num_classes)
+        ours = count_on_meta(create_model, name=row.model, **kwargs)
         rows.append(
             {
                 "name": row.name,

@@ -27,6 +27,7 @@ from torch.optim.swa_utils import update_bn
 
 from ..errors import WeightsError
 from ..models import ResNet, count_params, create_model
+from ..models.budget import count_on_meta
 from ..rundir import RunDir
 from ..storage import file_digest
 from ..weights import calibration, load, load_weights
@@ -91,11 +92,13 @@ def check_student(cfg: Config, teacher: Teacher) -> None:
     if not cfg.distil.fit:
         return
     t = teacher.model.config
-    with torch.device("meta"):
-        student = create_model(
-            cfg.model.name, num_classes=t["num_classes"], in_chans=t["in_chans"], **cfg.model.create_kwargs()
-        )
-    n = count_params(student)
+    n = count_on_meta(
+        create_model,
+        name=cfg.model.name,
+        num_classes=t["num_classes"],
+        in_chans=t["in_chans"],
+        **cfg.model.create_kwargs(),
+    )
     if n > teacher.params:
         raise ConfigError(
             f"the student ({cfg.model.name} share={cfg.model.share}, {n:,} parameters) would be larger than its "

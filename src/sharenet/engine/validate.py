@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from ..models import create_model, zero_init_residual
+from ..models.budget import count_on_meta
 from ..models.plan import OPTION_NAMES, OPTIONS, RELAXABLE
 from .checkpoint import CheckpointError
 from .config import KEYS, Config, ConfigError, stored_value
@@ -47,16 +46,17 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"model.relax_rank applies to share={', '.join(RELAXABLE)}, not model.share={m.share}")
     if m.relax_rank is None and m.params is None:
         raise ConfigError("model.relax_rank=none chooses the rank that meets model.params: set model.params too")
+    # a budget depends on the data's classes and channels: it is solved when the model is built; here
+    # name, depth, scheme and options, and how many residual scales model.zero_init_residual would zero
     kwargs = {**m.create_kwargs(), "params": None}
     if kwargs.get("relax_rank") == "auto":
-        kwargs["relax_rank"] = 0  # a budget depends on the data's classes and channels:
-    with torch.device("meta"):  # it is solved when the model is built; here name, depth, scheme and options
-        model = create_model(m.name, **kwargs)
-        if m.zero_init_residual and not zero_init_residual(model):
-            raise ConfigError(
-                f"model.zero_init_residual=true does not apply to {m.name}: its pre-activation blocks "
-                "end in a conv, with no BatchNorm before the residual add; set it to false"
-            )
+        kwargs["relax_rank"] = 0
+    zeroed = count_on_meta(create_model, count=zero_init_residual, name=m.name, **kwargs)
+    if m.zero_init_residual and not zeroed:
+        raise ConfigError(
+            f"model.zero_init_residual=true does not apply to {m.name}: its pre-activation blocks "
+            "end in a conv, with no BatchNorm before the residual add; set it to false"
+        )
 
 
 def check_resume_compatible(cfg: Config, state: dict) -> list[str]:

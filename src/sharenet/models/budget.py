@@ -22,10 +22,14 @@ from .accounting import count_params
 MAX_WIDTH = 1 << 16  # far past any network a budget could buy; ends the search for an unreachable one
 
 
-def count_on_meta(build: Callable[..., torch.nn.Module], **kwargs) -> int:
-    """Parameters of `build(**kwargs)` built on the meta device."""
+def count_on_meta(
+    build: Callable[..., torch.nn.Module], count: Callable[[torch.nn.Module], int] = count_params, **kwargs
+) -> int:
+    """What `count` counts (its parameters, by default) of `build(**kwargs)` built on the meta device:
+    no memory, no initialisation, no random numbers drawn from the caller's stream; a model `build`
+    refuses raises as it would on any device."""
     with torch.device("meta"):
-        return count_params(build(**kwargs))
+        return count(build(**kwargs))
 
 
 def chosen(config: dict) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..engine.config import KEYS, stored_value
 from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, finished_runs
-from .records import mean_std
+from .records import Section, mean_std, write_page
 
 # keys that say how a run was executed or evaluated, not what it trained: they may differ within a variant
 HOW_RUN = {k.name for k in KEYS.values() if k.local} | {
@@ -91,17 +91,12 @@ def ablation_markdown(folders: list[str | Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ablation_section(folders: list[str | Path]) -> Section:
+    """The variants' table, and which split it reads."""
+    notes = "Validation top-1 on the held-out split (data.val_split), final epoch; the test set is not read."
+    return Section("", ablation_markdown(folders), notes)
+
+
 def write_ablation(folders: list[str | Path], out: Path, title: str | None = None, notes: str = "") -> Path:
     """FILE.md: the table, then `notes` (commands, hardware, which changes were kept and why)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = [
-        f"# {title}\n" if title else "",
-        ablation_markdown(folders),
-        "Validation top-1 on the held-out split (data.val_split), final epoch; the test set is not read.",
-        "",
-    ]
-    if notes:
-        text += [notes.strip(), ""]
-    out.write_text("\n".join(text))
-    return out
+    return write_page(out, title, [ablation_section(folders)], notes)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .records import RunRecord, judge, mean_std, paired, pts_interval
+from .records import RunRecord, Section, judge, mean_std, paired, pts_interval, rule
 
 TOLERANCE = {"stage": 0.01, "block": 0.005}  # the accuracy cost each paper reports as "little"
 SAME_PARAMS = 0.10  # "about the same number of parameters": within 10%
@@ -100,3 +100,15 @@ def claims_markdown(answers: list[Answer]) -> str:
     for a in answers:
         lines.append(f"| {a.claim} | {a.comparison} | {pts_interval(a.diffs)} | {len(a.diffs)} | {a.verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def claims_section(records: list[RunRecord]) -> Section | None:
+    """The claims answered on the papers' own models (runs without a variant); None where none pairs up."""
+    table = claims_markdown(answer_claims([r for r in records if not r.variant]))
+    if not table:
+        return None
+    notes = (
+        "Differences are paired by seed: shared minus unshared run of the same seed (claim 2: of the final "
+        "training error). " + rule("zero (for claim 1: minus the paper's tolerance, the cost it calls little)")
+    )
+    return Section("The papers' claims on these runs", table, notes)

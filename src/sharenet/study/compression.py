@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, RunDir
-from .records import finished_at, machine, mean_std, pct, pts_interval, variant
+from .records import Section, finished_at, machine, mean_std, pct, pts_interval, variant, write_page
 
 
 @dataclass
@@ -119,19 +119,18 @@ def compression_markdown(students: list[Student]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_compression(paths: list[str | Path], out: Path, title: str | None = None, notes: str = "") -> Path:
-    students = read_students(paths)
-    text = [f"# {title}\n" if title else "", compression_markdown(students)]
-    text.append(
+def compression_section(students: list[Student]) -> Section:
+    """The teacher and its students' table, and what each column measures."""
+    notes = (
         "Final-epoch test top-1 in %, mean ± std over the seeds listed; 'vs teacher' is the student's mean "
         "minus the teacher's, in points, with its 95 % Student-t interval over the seeds where there are two or "
         "more. 'top-1 fitted': the student straight after its shared tensors (and corrections) were fitted to the "
         "teacher's kernels ('fit on weights') or to its convs' outputs on calibration images ('fit on data'); "
-        "'after BatchNorm': after its running statistics were re-estimated on training batches.\n"
+        "'after BatchNorm': after its running statistics were re-estimated on training batches."
     )
-    if notes:
-        text += [notes.strip(), ""]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(text))
-    return out
+    return Section("", compression_markdown(students), notes)
+
+
+def write_compression(paths: list[str | Path], out: Path, title: str | None = None, notes: str = "") -> Path:
+    """FILE.md: the students' table, then `notes`."""
+    return write_page(out, title, [compression_section(read_students(paths))], notes)

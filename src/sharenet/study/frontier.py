@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .records import RunRecord, judge, mean_std, paired, pts_interval
+from .records import RunRecord, Section, judge, mean_std, paired, pts_interval, rule
 
 Line = tuple[str, str, str, str]  # data set, model, scheme, scheme options
 
@@ -77,6 +77,23 @@ def frontier_markdown(records: list[RunRecord]) -> str:
         _pays(name(k), name(plain[k[0]]), {b: judge(diffs[k, b]) for b in budgets if diffs[k, b]}) for k in shared
     ]
     return "\n".join(out) + "\n\n" + "\n".join(f"- {a}" for a in answers) + "\n"
+
+
+def frontier_section(records: list[RunRecord], figure: str) -> Section | None:
+    """The frontier table, how its lines are paired, and its figure (`frontier_plot`'s file, by name);
+    None where no line has two budgets."""
+    table = frontier_markdown(records)
+    if not table:
+        return None
+    notes = (
+        "Each line's runs differ only in their parameter budget (model.params): the plain network at the "
+        "width that fits, or the ring of the size that meets it. Differences are paired by seed against the "
+        "plain line at the same budget. " + rule() + " The list under the table answers from which budget "
+        "down each shared line beats the plain one: the largest budget up to which it is better at every "
+        "budget.\n\n"
+        f"![test top-1 against parameters, each line with its seeds' range]({figure})"
+    )
+    return Section("The frontier: equal budgets where capacity binds", table, notes)
 
 
 def _pays(line: str, plain: str, verdicts: dict[int, str]) -> str:
@@ -146,6 +163,19 @@ def equal_budget_markdown(records: list[RunRecord]) -> str:
             out.append(f"| {key} | {params} | {len(runs)} | {score} | {err} | {vs} |")
         out.append("")
     return "\n".join(out)
+
+
+def equal_budget_section(records: list[RunRecord]) -> Section | None:
+    """The equal-budget tables and what meeting a budget means; None where no budget has four networks."""
+    table = equal_budget_markdown(records)
+    if not table:
+        return None
+    notes = (
+        "A network meets a budget when it was solved for it (`model.params`: the widest that fits, or the "
+        f"ring of that size) or, at its family's width, is within {100 * NEAR:g} % of it. Most accurate first; "
+        "'vs plain' is paired by seed against the plain network at its family's width. " + rule()
+    )
+    return Section("Equal budgets: which network is most accurate at a given size", table, notes)
 
 
 def _point(group: list[RunRecord]) -> tuple[int, float, float, float]:

@@ -1,5 +1,7 @@
 """What a study knows of each finished run, read from its run directory (rundir.py owns the layout),
-and the one rule by which every report judges runs paired by seed (`judge`)."""
+the one rule by which every report judges runs paired by seed (`judge`), and the page every report
+writes: sections of (title, table, notes), each built beside the code that computes its table, so
+that the notes saying how to read a table cannot drift from it (`Section`, `write_page`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import SharenetError
 from ..rundir import CONFIG, SUMMARY, RunDir, finished_runs
@@ -178,3 +181,29 @@ def pts_interval(diffs: list[float]) -> str:
     """ "+0.28 [-1.34, +1.90]": the mean difference in points and its 95 % interval (none at n = 1)."""
     mean, low, high = interval(diffs)
     return pct(mean, True) + (f" [{pct(low, True)}, {pct(high, True)}]" if len(diffs) > 1 else "")
+
+
+class Section(NamedTuple):
+    """One part of a report page: the table a study module computes and the notes that say how to read it."""
+
+    title: str  # its "## " heading; "" for a section under the page's own heading
+    table: str  # Markdown, ending in a newline; or figure links
+    notes: str  # how to read the table; "" for none
+
+    def lines(self) -> list[str]:
+        """The section as lines of the page: heading and blank line, table, notes, then a blank line."""
+        head = [f"## {self.title}", ""] if self.title else []
+        return [*head, *(part for part in (self.table, self.notes) if part), ""]
+
+
+def write_page(out: Path, title: str | None, sections: list[Section], notes: str = "") -> Path:
+    """FILE.md: `# title`, each section, then `notes` (commands, hardware, discussion) as given."""
+    text = [f"# {title}\n" if title else ""]
+    for section in sections:
+        text += section.lines()
+    if notes:
+        text += [notes.strip(), ""]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(text))
+    return out

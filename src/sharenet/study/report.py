@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..models import SCHEMES
 from ..paper import PAPER_TOP1_ERROR
-from .claims import answer_claims, claims_markdown
-from .frontier import equal_budget_markdown, frontier_markdown, frontier_plot
+from .claims import claims_section
+from .frontier import equal_budget_section, frontier_plot, frontier_section
 from .plots import accuracy_vs_params, curves_per_model
-from .records import RunRecord, mean_std, pct, rule
+from .records import RunRecord, Section, mean_std, pct, write_page
 
 
 def aggregate(records: list[RunRecord]) -> list[dict]:
@@ -78,76 +78,58 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(records: list[RunRecord], out: Path, title: str | None = None, notes: str = "") -> dict[str, Path]:
-    """FILE.md (table, the papers' claims answered, plots, then `notes`), FILE.csv and two PNGs beside it."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(records)
+def results_section(records: list[RunRecord], rows: list[dict]) -> Section:
+    """The table of every (data set, model, scheme, variant), and what its columns measure."""
+    total_h = sum(r.wall_s for r in records) / 3600
+    notes = (
+        f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best "
+        "epoch); 'vs unshared' is the difference of the means; minutes are each run's training wall time "
+        "(runs that shared a machine's cores took longer than one alone would)."
+    )
+    return Section("", markdown(rows), notes)
+
+
+def figures_section(pareto: str, curves: str) -> Section:
+    """Links to the two figures every report has (their files' names)."""
+    links = f"![accuracy against parameters]({pareto})\n\n![training loss and test accuracy per model]({curves})"
+    return Section("", links, "")
+
+
+def figure(out: Path, what: str) -> Path:
+    """FILE-what.png beside FILE.md."""
     stem = out.with_suffix("")
+    return stem.with_name(f"{stem.name}-{what}.png")
+
+
+def write_files(records: list[RunRecord], rows: list[dict], out: Path) -> dict[str, Path]:
+    """FILE.csv (the table's rows) and the PNGs beside FILE.md: accuracy against parameters, curves per
+    model, and the frontier where a line has two budgets."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     files = {
-        "pareto": accuracy_vs_params(rows, stem.with_name(stem.name + "-accuracy-vs-params.png")),
-        "curves": curves_per_model(records, stem.with_name(stem.name + "-curves.png")),
+        "pareto": accuracy_vs_params(rows, figure(out, "accuracy-vs-params")),
+        "curves": curves_per_model(records, figure(out, "curves")),
+        "csv": out.with_suffix("").with_suffix(".csv"),
     }
     fields = [k for k in rows[0] if k != "variant" or any(r["variant"] for r in rows)]
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+    with open(files["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    files["csv"] = stem.with_suffix(".csv")
-    total_h = sum(r.wall_s for r in records) / 3600
-    claims = claims_markdown(answer_claims([r for r in records if not r.variant]))  # the papers' own models
-    text = [
-        f"# {title}\n" if title else "",
-        markdown(rows),
-        f"{len(records)} runs, {total_h:.2f} h of training in all. Final-epoch test accuracy (never the best "
-        "epoch); 'vs unshared' is the difference of the means; minutes are each run's training wall time "
-        "(runs that shared a machine's cores took longer than one alone would).",
-        "",
+    frontier = frontier_plot(records, figure(out, "frontier"))
+    return files | ({"frontier": frontier} if frontier else {})
+
+
+def write_report(records: list[RunRecord], out: Path, title: str | None = None, notes: str = "") -> dict[str, Path]:
+    """FILE.md (table, the papers' claims answered, equal budgets, the frontier, plots, then `notes`),
+    FILE.csv and the PNGs beside it."""
+    out, rows = Path(out), aggregate(records)
+    files = write_files(records, rows, out)
+    sections = [
+        results_section(records, rows),
+        claims_section(records),
+        equal_budget_section(records),
+        frontier_section(records, figure(out, "frontier").name),
+        figures_section(files["pareto"].name, files["curves"].name),
     ]
-    if claims:
-        text += [
-            "## The papers' claims on these runs",
-            "",
-            claims,
-            "Differences are paired by seed: shared minus unshared run of the same seed (claim 2: of the final "
-            "training error). " + rule("zero (for claim 1: minus the paper's tolerance, the cost it calls little)"),
-            "",
-        ]
-    budgets = equal_budget_markdown(records)
-    if budgets:
-        text += [
-            "## Equal budgets: which network is most accurate at a given size",
-            "",
-            budgets,
-            "A network meets a budget when it was solved for it (`model.params`: the widest that fits, or the "
-            "ring of that size) or, at its family's width, is within 2 % of it. Most accurate first; 'vs plain' "
-            "is paired by seed against the plain network at its family's width. " + rule(),
-            "",
-        ]
-    frontier = frontier_markdown(records)
-    if frontier:
-        files["frontier"] = frontier_plot(records, stem.with_name(stem.name + "-frontier.png"))
-        text += [
-            "## The frontier: equal budgets where capacity binds",
-            "",
-            frontier,
-            "Each line's runs differ only in their parameter budget (model.params): the plain network at the "
-            "width that fits, or the ring of the size that meets it. Differences are paired by seed against the "
-            "plain line at the same budget. " + rule() + " The list under the table answers from which budget "
-            "down each shared line beats the plain one: the largest budget up to which it is better at every "
-            "budget.",
-            "",
-            f"![test top-1 against parameters, each line with its seeds' range]({files['frontier'].name})",
-            "",
-        ]
-    text += [
-        f"![accuracy against parameters]({files['pareto'].name})",
-        "",
-        f"![training loss and test accuracy per model]({files['curves'].name})",
-        "",
-    ]
-    if notes:
-        text += [notes.strip(), ""]
-    out.write_text("\n".join(text))
-    files["markdown"] = out
+    files["markdown"] = write_page(out, title, [s for s in sections if s], notes)
     return files

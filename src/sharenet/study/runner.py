@@ -117,12 +117,10 @@ def plan_runs(spec: StudySpec) -> list[PlannedRun]:
 
 def _valid(model: str, share: str) -> bool:
     from ..models import create_model
+    from ..models.budget import count_on_meta
 
     try:
-        import torch
-
-        with torch.device("meta"):
-            create_model(model, share=share)
+        count_on_meta(create_model, name=model, share=share)
         return True
     except ValueError:  # e.g. block sharing on a bottleneck family: not part of the grid
         return False
