@@ -145,17 +145,18 @@ def test_isa_level_and_autocast_follow_the_cpu_and_its_limits():
 
 def test_choices_time_each_variant_against_the_baseline(monkeypatch):
     """The choice table's machinery on the eager variants (the compiled ones cost a compilation each)."""
-    from sharenet import bench
+    from sharenet.bench import train
+    from sharenet.bench.spec import BenchSpec
 
-    eager = {k: v for k, v in bench.CHOICES.items() if "eager" in k}
-    monkeypatch.setattr(bench, "CHOICES", eager)
-    r = bench.run_choices("resnet8", "stage", 4, steps=1, rounds=2, warmup=1)
+    eager = {k: v for k, v in train.CHOICES.items() if "eager" in k}
+    monkeypatch.setattr(train, "CHOICES", eager)
+    r = train.run_choices(BenchSpec(model="resnet8", share="stage", batch_size=4, steps=1, rounds=2, warmup=1))
     assert [row["variant"] for row in r["rows"]] == ["baseline", *eager]
     assert all(row["train_img_per_s"] > 0 and row["infer_img_per_s"] > 0 for row in r["rows"])
     assert r["rows"][0]["train_ratio_paired"] == 1.0
     full_run_compiles = compiler_available(torch.device("cpu"))
     assert r["default_fast_path"]["isa"] and r["default_fast_path"]["compile"] is full_run_compiles
-    table = bench.format_choices(r)
+    table = train.format_choices(r)
     assert "fp32 channels_last eager + fused BN" in table and "sharenet train picks here:" in table
 
 
@@ -213,7 +214,7 @@ def test_the_speed_pages_scheme_table_is_its_records():
     import json
     from pathlib import Path
 
-    from sharenet.bench import scheme_table
+    from sharenet.bench.train import scheme_table
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     records = [json.loads(p.read_text()) for p in sorted((docs / "speed").glob("*.json"))]

@@ -7,8 +7,8 @@ import onnxruntime
 import pytest
 import torch
 
+from sharenet.bench.infer import VARIANTS, format_infer
 from sharenet.cli import main
-from sharenet.deploy.bench_infer import VARIANTS, format_infer
 from sharenet.models import create_model
 from sharenet.weights import save
 

@@ -21,28 +21,29 @@ from pathlib import Path
 
 import torch
 
-from ..bench import interleaved
+from ..deploy.artifact import load_model, open_runner
+from ..deploy.check import dataset_images
+from ..deploy.export import export, sample_input
+from ..deploy.quantize import quantize
 from ..engine.device import cpu_isa, cpu_name
 from ..engine.fastpath import key_compile_cache_by_isa
 from ..models import create_model
 from ..version import __version__
-from .artifact import open_runner
-from .export import export, sample_input
-from .quantize import quantize
+from .spec import BenchSpec
+from .timing import interleaved, medians
 
 VARIANTS = ("eager fp32", "compiled fp32", "onnxruntime fp32", "onnxruntime int8")
 
 
-def random_model(
-    name: str, share: str, in_chans: int = 3, input_size: int | None = None, batches: int = 4
-) -> tuple[torch.nn.Module, dict, torch.Tensor]:
+def random_model(spec: BenchSpec, batches: int = 4) -> tuple[torch.nn.Module, dict, torch.Tensor]:
     """(eval model, metadata, calibration images) for an untrained network: speed does not depend on the weights.
 
     BatchNorm statistics come from a few train-mode passes on random data, so that activations
     keep their scale through the network as a trained model's do (int8 ranges stay meaningful).
     """
-    model = create_model(name, share=share, in_chans=in_chans, num_classes=10)
-    side = input_size or model.arch.input_size
+    in_chans = spec.in_chans
+    model = create_model(spec.model, share=spec.share, in_chans=in_chans, num_classes=10)
+    side = spec.input_size or model.arch.input_size
     meta = {"config": model.config, "extra": {"preprocess": {"channels": in_chans, "size": side}}}  # export's shape
     calibration = torch.randn(64, in_chans, side, side, generator=torch.Generator().manual_seed(1))
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -55,6 +56,12 @@ def random_model(
     for m in norms:
         m.momentum = 0.1
     return model.eval(), meta, calibration
+
+
+def trained_model(spec: BenchSpec, data_dir: str | None = None) -> tuple[torch.nn.Module, dict, torch.Tensor]:
+    """(eval model, metadata, calibration images) of `spec.weights`: int8 is calibrated on its training images."""
+    model, meta = load_model(spec.weights)
+    return model, meta, dataset_images(meta, "train", 512, data_dir)[0]
 
 
 def _eager(model: torch.nn.Module) -> Callable:
@@ -87,12 +94,12 @@ def build_variants(
     )
 
 
-def latencies(fns: dict[str, Callable], x: torch.Tensor, calls: int, rounds: int) -> dict[str, list[float]]:
-    """Seconds of every single call, each round making `calls` calls of every fn in turn."""
+def latencies(fns: dict[str, Callable], x: torch.Tensor, spec: BenchSpec) -> dict[str, list[float]]:
+    """Seconds of every single call, each round making `spec.calls` calls of every fn in turn."""
     times = {k: [] for k in fns}
-    for _ in range(rounds):
+    for _ in range(spec.rounds):
         for key, fn in fns.items():
-            for _ in range(calls):
+            for _ in range(spec.calls):
                 t = time.perf_counter()
                 fn(x)
                 times[key].append(time.perf_counter() - t)
@@ -127,33 +134,26 @@ def environment(threads: int) -> dict:
     }
 
 
-def run_infer_bench(
-    model,
-    meta: dict,
-    calibration: torch.Tensor,
-    *,
-    batch: int = 256,
-    calls: int = 100,
-    steps: int = 2,
-    rounds: int = 11,
-    warmup: int = 3,
-    weights: str | None = None,
-) -> dict:
-    """Batch-1 latency and batch-`batch` throughput of every variant, interleaved round by round.
+def run_infer_bench(spec: BenchSpec, data_dir: str | None = None) -> dict:
+    """Batch-1 latency and batch-`spec.batch_size` throughput of every variant, interleaved round by round,
+    on `spec.weights` (its data set found in `data_dir` if not where it is looked for by default) or
+    on random weights.
 
-    Single-image calls are cheap, so each variant warms up with ten times `warmup` of them.
+    Single-image calls are cheap, so each variant warms up with ten times `spec.warmup` of them.
     """
+    if spec.threads:
+        torch.set_num_threads(spec.threads)  # onnxruntime is handed torch's count below
+    model, meta, calibration = trained_model(spec, data_dir) if spec.weights else random_model(spec)
     threads = torch.get_num_threads()
     load_before = os.getloadavg()[0]
-    one, many = sample_input(model, meta, 1), sample_input(model, meta, batch)
+    one, many = sample_input(model, meta, 1), sample_input(model, meta, spec.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         fns = build_variants(model, meta, calibration, threads, Path(tmp))
-        first = {k: (_warm(fn, one, 10 * warmup), _warm(fn, many, warmup)) for k, fn in fns.items()}
-        lat = latencies(fns, one, calls, rounds)
+        first = {k: (_warm(fn, one, 10 * spec.warmup), _warm(fn, many, spec.warmup)) for k, fn in fns.items()}
+        lat = latencies(fns, one, spec)
         bound = {k: (lambda fn=fn: fn(many)) for k, fn in fns.items()}
-        rates = interleaved(bound, torch.device("cpu"), steps, rounds, batch)
-    p50 = {k: statistics.median(v) for k, v in lat.items()}
-    rate = {k: statistics.median(v) for k, v in rates.items()}
+        rates = interleaved(bound, spec, torch.device("cpu"))
+    p50, rate = medians(lat), medians(rates)
     base = VARIANTS[0]
     rows = [
         {
@@ -167,17 +167,16 @@ def run_infer_bench(
         }
         for k in fns
     ]
-    size = list(one.shape[1:])
     return {
         "model": model.config["name"],
         "share": model.config["share"],
-        "weights": weights,
-        "input": size,
-        "batch": batch,
-        "calls_per_round": calls,
-        "steps_per_round": steps,
-        "rounds": rounds,
-        "warmup": warmup,
+        "weights": spec.weights,
+        "input": list(one.shape[1:]),
+        "batch": spec.batch_size,
+        "calls_per_round": spec.calls,
+        "steps_per_round": spec.steps,
+        "rounds": spec.rounds,
+        "warmup": spec.warmup,
         "rows": rows,
         "environment": environment(threads),
         "load_average": [load_before, os.getloadavg()[0]],

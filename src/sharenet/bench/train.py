@@ -13,7 +13,6 @@ measured dense matmul rate that the training step achieves.
 from __future__ import annotations
 
 import datetime
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,32 +20,42 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .engine.config import KEYS, Config, apply
-from .engine.device import autocast, cpu_isa, pick_device
-from .engine.fit import build_trainer
-from .models import SCHEMES, count_macs, create_model, use_fused_kernel
+from ..engine.config import KEYS, Config, apply
+from ..engine.device import autocast, cpu_isa, pick_device
+from ..engine.fit import build_trainer
+from ..models import SCHEMES, count_macs, create_model, use_fused_kernel
+from .spec import BenchSpec
+from .timing import interleaved, matmul_flops, medians, paired_ratio, warm_up
 
 
-def _inputs(model, batch: int, device, channels_last: bool, size: int | None = None):
-    size, chans = size or model.arch.input_size, model.config["in_chans"]
+def _config(spec: BenchSpec, overrides: dict) -> Config:
+    """The training config of `spec`'s network and batch, with `overrides` applied."""
+    cfg = apply(Config(), {"model.name": spec.model, "model.share": spec.share, **overrides})
+    return replace(cfg, optim=replace(cfg.optim, batch_size=spec.batch_size))
+
+
+def _model(cfg: Config, share: str, spec: BenchSpec) -> torch.nn.Module:
+    return create_model(cfg.model.name, in_chans=spec.in_chans, **_options(cfg, share, spec.in_chans))
+
+
+def _inputs(model, spec: BenchSpec, device, channels_last: bool):
+    size, chans = spec.input_size or model.arch.input_size, model.config["in_chans"]
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, chans, size, size, generator=g).to(device)
-    y = torch.randint(0, model.config["num_classes"], (batch,), generator=g).to(device)
+    x = torch.randn(spec.batch_size, chans, size, size, generator=g).to(device)
+    y = torch.randint(0, model.config["num_classes"], (spec.batch_size,), generator=g).to(device)
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
-def fast_path(
-    cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None], fused: bool = True
-) -> tuple[Callable, Callable, dict]:
+def fast_path(cfg: Config, share: str, spec: BenchSpec, device, fused: bool = True) -> tuple[Callable, Callable, dict]:
     """(train step, inference step, facts) built by the engine exactly as training builds them.
 
     `fused=False` keeps plain BatchNorm where the engine would switch to the fused kernel."""
-    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share, shape[0])).to(device)
+    model = _model(cfg, share, spec).to(device)
     trainer = build_trainer(cfg, model, device, steps_per_epoch=10_000)  # a full run's compile decision
     if not fused:
         use_fused_kernel(model, on=False)
         trainer.fast = replace(trainer.fast, fused_batchnorm=False)
-    x, y = _inputs(model, batch, device, trainer.fast.channels_last, shape[1])
+    x, y = _inputs(model, spec, device, trainer.fast.channels_last)
     t0 = time.perf_counter()
     trainer.step(x, y, 0)  # the first step pays for compilation
     facts = {"compile_s": time.perf_counter() - t0, "fast_path": trainer.fast.record()}
@@ -64,17 +73,17 @@ def _options(cfg: Config, share: str, in_chans: int) -> dict:
     (the unshared comparison) gets the same architecture: the width a budget chose, not a budget."""
     m = cfg.model
     if share != m.share and m.params is not None:
-        with torch.device("meta"):
+        with torch.device("meta"):  # only the config is read: what the budget chose
             chosen = create_model(m.name, in_chans=in_chans, **m.create_kwargs()).config
         m = replace(m.resolved(chosen), params=None)
     return replace(m, share=share).create_kwargs()
 
 
-def plain_path(cfg: Config, share: str, device, batch: int, shape: tuple[int, int | None]) -> tuple[Callable, Callable]:
+def plain_path(cfg: Config, share: str, spec: BenchSpec, device) -> tuple[Callable, Callable]:
     """What a user writes by hand: eager, fp32, NCHW, torch.optim.SGD defaults."""
-    model = create_model(cfg.model.name, in_chans=shape[0], **_options(cfg, share, shape[0])).to(device)
+    model = _model(cfg, share, spec).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x, y = _inputs(model, batch, device, False, shape[1])
+    x, y = _inputs(model, spec, device, False)
 
     def step():
         loss = F.cross_entropy(model(x), y)
@@ -90,100 +99,42 @@ def plain_path(cfg: Config, share: str, device, batch: int, shape: tuple[int, in
     return step, infer
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved(fns: dict[str, Callable], device, steps: int, rounds: int, batch: int) -> dict[str, list[float]]:
-    """Images/s of each fn per round, each round timing `steps` calls of every fn in turn."""
-    rates = {k: [] for k in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            _sync(device)
-            t = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            _sync(device)
-            rates[key].append(steps * batch / (time.perf_counter() - t))
-    return rates
-
-
-def _median(rates: dict[str, list[float]]) -> dict[str, float]:
-    return {k: statistics.median(v) for k, v in rates.items()}
-
-
-def _paired_ratio(rates: dict[str, list[float]], a: str, b: str) -> float:
-    """Median over rounds of a/b within the round: a slow patch of the machine cancels out of it."""
-    return statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True))
-
-
-def matmul_flops(device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """The machine's dense matrix-multiply rate (FLOP/s, median) in `dtype`."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
-
-
-def run_bench(
-    name: str,
-    share: str,
-    batch: int,
-    steps: int = 5,
-    rounds: int = 11,
-    warmup: int = 3,
-    overrides: dict | None = None,
-    in_chans: int = 3,
-    input_size: int | None = None,
-) -> dict:
-    cfg = apply(Config(), {"model.name": name, "model.share": share, **(overrides or {})})
-    cfg = replace(cfg, optim=replace(cfg.optim, batch_size=batch))
+def run_bench(spec: BenchSpec) -> dict:
+    cfg = _config(spec, spec.overrides)
     device = pick_device(cfg.run.device)
-    shape = (in_chans, input_size)
-    fast_train, fast_infer, facts = fast_path(cfg, share, device, batch, shape)
-    none_train, _, facts_none = fast_path(cfg, "none", device, batch, shape)
+    fast_train, fast_infer, facts = fast_path(cfg, spec.share, spec, device)
+    none_train, _, facts_none = fast_path(cfg, "none", spec, device)
     dtype = getattr(torch, facts["fast_path"]["dtype"])
-    base_train, base_infer = plain_path(cfg, share, device, batch, shape)
-    for fn in (fast_train, none_train, base_train, fast_infer, base_infer):
-        for _ in range(warmup):
-            fn()
+    base_train, base_infer = plain_path(cfg, spec.share, spec, device)
+    warm_up((fast_train, none_train, base_train, fast_infer, base_infer), spec.warmup)
     variants = {"fast": fast_train, "base": base_train, "none": none_train}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_rates = interleaved(variants, device, steps, rounds, batch)
+    train_rates = interleaved(variants, spec, device)
     peak_memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    train = _median(train_rates)
-    infer = _median(interleaved({"fast": fast_infer, "base": base_infer}, device, steps, rounds, batch))
-    model = create_model(name, in_chans=in_chans, **_options(cfg, share, in_chans))
-    size = input_size or model.arch.input_size
-    macs = count_macs(model, size, in_chans)
-    unshared = create_model(name, in_chans=in_chans, **_options(cfg, "none", in_chans))
-    predicted = count_macs(unshared, size, in_chans) / macs  # shared / unshared speed were MACs the only cost
+    train = medians(train_rates)
+    infer = medians(interleaved({"fast": fast_infer, "base": base_infer}, spec, device))
+    model = _model(cfg, spec.share, spec)
+    size = spec.input_size or model.arch.input_size
+    macs = count_macs(model, size, spec.in_chans)
+    unshared = _model(cfg, "none", spec)
+    predicted = count_macs(unshared, size, spec.in_chans) / macs  # shared / unshared speed were MACs the only cost
     peak = matmul_flops(device, dtype)
     achieved = 3 * 2 * macs * train["fast"]  # forward + two backward products per MAC, 2 FLOPs each
     return {
-        "model": name,
-        "share": share,
-        "batch_size": batch,
-        "input": [in_chans, size, size],
-        "steps_per_round": steps,
-        "rounds": rounds,
+        "model": spec.model,
+        "share": spec.share,
+        "batch_size": spec.batch_size,
+        "input": [spec.in_chans, size, size],
+        "steps_per_round": spec.steps,
+        "rounds": spec.rounds,
         "train_img_per_s": train["fast"],
         "baseline_img_per_s": train["base"],
         "unshared_train_img_per_s": train["none"],
         "speedup_vs_baseline": train["fast"] / train["base"],
         "shared_vs_unshared": train["fast"] / train["none"],
-        "speedup_vs_baseline_paired": _paired_ratio(train_rates, "fast", "base"),
-        "shared_vs_unshared_paired": _paired_ratio(train_rates, "fast", "none"),
+        "speedup_vs_baseline_paired": paired_ratio(train_rates, "fast", "base"),
+        "shared_vs_unshared_paired": paired_ratio(train_rates, "fast", "none"),
         "infer_img_per_s": infer["fast"],
         "baseline_infer_img_per_s": infer["base"],
         "infer_speedup_vs_baseline": infer["fast"] / infer["base"],
@@ -197,7 +148,7 @@ def run_bench(
         "fraction_of_matmul_peak": achieved / peak,
         "environment": facts["fast_path"],
         "peak_memory_mib": peak_memory,
-        "options": _named_options(cfg, share, in_chans),
+        "options": _named_options(cfg, spec.share, spec.in_chans),
         "date": datetime.date.today().isoformat(),
     }
 
@@ -272,51 +223,41 @@ CHOICES = {
 }
 
 
-def run_choices(
-    name: str,
-    share: str,
-    batch: int,
-    steps: int = 5,
-    rounds: int = 11,
-    warmup: int = 3,
-    in_chans: int = 3,
-    input_size: int | None = None,
-) -> dict:
-    """Every CHOICES variant against the plain baseline, interleaved: what each choice gains here."""
+def run_choices(spec: BenchSpec) -> dict:
+    """Every CHOICES variant against the plain baseline, interleaved: what each choice gains here.
+
+    Each choice sets the run keys itself, so `spec.overrides` does not apply; the CPU is timed."""
     device = torch.device("cpu")
-    shape = (in_chans, input_size)
-    base_train, base_infer = plain_path(apply(Config(), {"model.name": name}), share, device, batch, shape)
+    base_train, base_infer = plain_path(_config(spec, {}), spec.share, spec, device)
     train, infer, facts = {"baseline": base_train}, {"baseline": base_infer}, {}
     for label, (overrides, fused) in CHOICES.items():
         if overrides["run.precision"] == "bf16" and cpu_isa() == "AVX2":
             continue  # no bf16 kernels at all below AVX-512: far slower, nothing to learn
-        cfg = apply(Config(), {"model.name": name, "model.share": share, "optim.batch_size": batch, **overrides})
-        train[label], infer[label], facts[label] = fast_path(cfg, share, device, batch, shape, fused)
-    for fn in (*train.values(), *infer.values()):
-        for _ in range(warmup):
-            fn()
-    train_rates = interleaved(train, device, steps, rounds, batch)
-    infer_rates = interleaved(infer, device, steps, rounds, batch)
+        train[label], infer[label], facts[label] = fast_path(_config(spec, overrides), spec.share, spec, device, fused)
+    warm_up((*train.values(), *infer.values()), spec.warmup)
+    train_rates = interleaved(train, spec, device)
+    infer_rates = interleaved(infer, spec, device)
+    train_median, infer_median = medians(train_rates), medians(infer_rates)
     rows = [
         {
             "variant": k,
-            "train_img_per_s": statistics.median(train_rates[k]),
-            "train_ratio_paired": _paired_ratio(train_rates, k, "baseline"),
-            "infer_img_per_s": statistics.median(infer_rates[k]),
-            "infer_ratio_paired": _paired_ratio(infer_rates, k, "baseline"),
+            "train_img_per_s": train_median[k],
+            "train_ratio_paired": paired_ratio(train_rates, k, "baseline"),
+            "infer_img_per_s": infer_median[k],
+            "infer_ratio_paired": paired_ratio(infer_rates, k, "baseline"),
             "compile_s": facts[k]["compile_s"] if k in facts else 0.0,
         }
         for k in train
     ]
-    cfg = apply(Config(), {"model.name": name, "model.share": share, "optim.batch_size": batch})
-    chosen = build_trainer(cfg, create_model(name, share=share, in_chans=in_chans), device, 10_000).fast.record()
+    model = create_model(spec.model, share=spec.share, in_chans=spec.in_chans)
+    chosen = build_trainer(_config(spec, {}), model, device, 10_000).fast.record()
     return {
-        "model": name,
-        "share": share,
-        "batch_size": batch,
-        "rounds": rounds,
-        "steps_per_round": steps,
-        "input": [in_chans, *[input_size or create_model(name).arch.input_size] * 2],
+        "model": spec.model,
+        "share": spec.share,
+        "batch_size": spec.batch_size,
+        "rounds": spec.rounds,
+        "steps_per_round": spec.steps,
+        "input": [spec.in_chans, *[spec.input_size or model.arch.input_size] * 2],
         "rows": rows,
         "default_fast_path": chosen,
     }

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from ..bench.spec import BenchSpec
 from ..engine.config import KEYS, parse_set
 
 
@@ -70,7 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args) -> int:
-    from ..bench import format_table, run_bench
     from ..engine.config import ConfigError
 
     if args.table:
@@ -90,42 +91,43 @@ def run(args) -> int:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     if args.infer:
         return run_infer(args)
-    overrides = parse_set(args.set) | ({"run.device": args.device} if args.device else {})
+    spec = _spec(args, args.batch_size, parse_set(args.set) | ({"run.device": args.device} if args.device else {}))
     if args.choices:
-        from ..bench import format_choices, run_choices
+        from ..bench.train import format_choices, run_choices
 
         if args.device == "cuda":
             raise ConfigError("--choices times the CPU fast path's choices; on a GPU use the plain benchmark")
+        return _report(run_choices(spec), args.json, format_choices)
+    from ..bench.train import format_table, run_bench
 
-        result = run_choices(
-            args.model,
-            args.share,
-            args.batch_size,
-            args.steps,
-            args.rounds,
-            max(1, args.warmup),
-            args.in_chans,
-            args.input_size,
-        )
-        print(json.dumps(result, indent=2) if args.json else format_choices(result))
-        return 0
-    result = run_bench(
-        args.model,
-        args.share,
-        args.batch_size,
-        args.steps,
-        args.rounds,
-        max(1, args.warmup),
-        overrides,
-        args.in_chans,
-        args.input_size,
+    return _report(run_bench(spec), args.json, format_table)
+
+
+def _spec(args, batch_size: int, overrides: dict) -> BenchSpec:
+    """What the flags ask to measure, at `batch_size` (the training or the inference batch)."""
+    return BenchSpec(
+        model=args.model,
+        share=args.share,
+        batch_size=batch_size,
+        in_chans=args.in_chans,
+        input_size=args.input_size,
+        steps=args.steps,
+        rounds=args.rounds,
+        warmup=max(1, args.warmup),
+        overrides=overrides,
+        calls=args.calls,
+        threads=args.threads,
+        weights=args.weights,
     )
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+
+def _report(result: dict, as_json: bool, table: Callable[[dict], str]) -> int:
+    print(json.dumps(result, indent=2) if as_json else table(result))
     return 0
 
 
 def print_table(paths: list[str]) -> int:
-    from ..bench import scheme_table
+    from ..bench.train import scheme_table
     from ..errors import InvalidArgumentError
 
     records = []
@@ -141,34 +143,11 @@ def print_table(paths: list[str]) -> int:
 
 
 def run_infer(args) -> int:
-    import torch
-
-    from ..deploy.artifact import load_model
-    from ..deploy.bench_infer import format_infer, random_model, run_infer_bench
-    from ..deploy.check import dataset_images
+    from ..bench.infer import format_infer, run_infer_bench
     from ..errors import InvalidArgumentError
 
     if args.choices:
         raise InvalidArgumentError("--infer and --choices are separate benchmarks: pick one")
-    if args.threads:
-        torch.set_num_threads(args.threads)  # run_infer_bench hands torch's count to onnxruntime too
-    if args.weights:
-        if args.input_size:
-            raise InvalidArgumentError("--input-size applies without --weights (a trained model records its own)")
-        model, meta = load_model(args.weights)
-        calibration = dataset_images(meta, "train", 512, args.data_dir)[0]
-    else:
-        model, meta, calibration = random_model(args.model, args.share, args.in_chans, args.input_size)
-    result = run_infer_bench(
-        model,
-        meta,
-        calibration,
-        batch=args.infer_batch,
-        calls=args.calls,
-        steps=args.steps,
-        rounds=args.rounds,
-        warmup=max(1, args.warmup),
-        weights=args.weights,
-    )
-    print(json.dumps(result, indent=2) if args.json else format_infer(result))
-    return 0
+    if args.weights and args.input_size:
+        raise InvalidArgumentError("--input-size applies without --weights (a trained model records its own)")
+    return _report(run_infer_bench(_spec(args, args.infer_batch, {}), args.data_dir), args.json, format_infer)
