@@ -215,6 +215,8 @@ class RunConfig:
                                     need="0 (off) or a positive number of minutes")
     keep_checkpoints: int = key(2, "newest complete checkpoints kept on disk", low=1, need="at least one")
     log_every: int = key(50, "steps between metrics.jsonl rows", low=1)
+    tensorboard: bool = key(False, "also write metrics.jsonl's rows and summary.json as TensorBoard scalars in "
+                            "RUN/tb/ (rank 0; pip install 'sharenet[tensorboard]')", local=True)
     eval_batch_size: int = key(500, "batch size for test-set evaluation", low=1, need="a positive batch")
     tta: bool = key(True, "the final evaluation also averages each image's logits with its horizontal flip's "
                     "(summary.json: test_top1_tta beside the plain test_top1; twice the inference cost)", absent=False)

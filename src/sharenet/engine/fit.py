@@ -16,7 +16,7 @@ from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
 from ..storage import tensors_digest
 from ..weights import save
 from . import distributed as dist
-from . import syncbn
+from . import syncbn, tensorboard
 from .checkpoint import find_latest, load_checkpoint, restore_training_state
 from .config import Config, ConfigError
 from .data_setup import Streams, make_streams
@@ -38,6 +38,7 @@ from .validate import check_config, check_resume_compatible
 def fit(cfg: Config, resume: str | None = None) -> dict:
     """Train `cfg`, writing the run directory; returns summary.json's content."""
     check_config(cfg)
+    tensorboard.require(cfg)
     use_deterministic(cfg.run.deterministic)
     device = dist.init(pick_device(cfg.run.device).type) or pick_device(cfg.run.device)
     dist.prefix_warnings()
@@ -71,8 +72,8 @@ def _fit(cfg: Config, resume: str | None, device: torch.device) -> dict:
         sizes = {"world_size": dist.world_size(), "batch_per_rank": streams.train.batch_size}
         run.write_config({**cfg.to_dict(), **sizes}, trainer.fast.record())
     t0 = time.perf_counter()
-    with StopRequest() as stop:  # a signal from here on stops after a step, with a checkpoint
-        fit = Fit(cfg, trainer, streams, run, pos, stop, distilled=distilled)
+    with StopRequest() as stop, tensorboard.scalars(cfg, run) as scalars:  # a signal stops after a step, checkpointed
+        fit = Fit(cfg, trainer, streams, run, pos, stop, distilled=distilled, scalars=scalars)
         img_per_s = train(fit)
         return finish(fit, time.perf_counter() - t0, img_per_s)
 
@@ -188,6 +189,8 @@ def finish(fit: Fit, wall_s: float, img_per_s: float) -> dict:
     }
     if run:
         write_results(cfg, run, model, streams, summary)
+        if fit.scalars:
+            fit.scalars.summary(summary, pos.step)
         say(f"test top-1 {summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}; wrote {run.path}")
     return summary
 

@@ -20,6 +20,7 @@ from .distributed import say
 from .evaluation import bad_images, eval_model, evaluate, held_out
 from .step import Trainer
 from .stop import StopRequest, stopped
+from .tensorboard import Scalars
 
 
 @dataclass
@@ -87,6 +88,14 @@ class Fit:
     busy_s: float = 0.0  # wall time of the epochs' steps, for the mean images/s
     images: int = 0
     distilled: dict | None = None  # distillation: the teacher's record and the student's start, for summary.json
+    scalars: Scalars | None = None  # run.tensorboard: the rows also as TensorBoard scalars (rank 0)
+
+    def log(self, row: dict) -> None:
+        """One metrics.jsonl row, and its scalars; rank 0 writes, the other ranks have no run directory."""
+        if self.run:
+            self.run.log(row)
+        if self.scalars:
+            self.scalars.log(row)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -150,7 +159,7 @@ def maybe_checkpoint(fit: Fit, acc: Accumulator | None = None) -> None:
         state = training_state(fit.trainer, fit.pos, fit.cfg)
         t0 = time.perf_counter()
         path = save_checkpoint(fit.run, state, fit.cfg.run.keep_checkpoints)
-        fit.run.log(
+        fit.log(
             {
                 "kind": "checkpoint",
                 "step": fit.pos.step,
@@ -177,8 +186,7 @@ def log_interval(fit: Fit, bar, loss, correct, n: int, clock: Clock) -> None:
         "img_per_s": rate,
     }
     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", img_s=f"{rate:.0f}")
-    if fit.run:
-        fit.run.log(row)
+    fit.log(row)
 
 
 def end_epoch(fit: Fit, clock: Clock) -> None:
@@ -210,8 +218,7 @@ def end_epoch(fit: Fit, clock: Clock) -> None:
         "data_fraction": clock.data_s / wall,
         "outside_steps_fraction": 1 - clock.step_s / wall,
     }
-    if fit.run:
-        fit.run.log(row)
+    fit.log(row)
     val_text = f"val top-1 {val['val_top1']:.4f} | " if val else ""
     say(
         f"epoch {row['epoch']:.2f}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | {val_text}"
