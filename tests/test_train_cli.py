@@ -11,10 +11,10 @@ from PIL import Image
 import sharenet
 
 
-def sharenet_cli(*args, check=True):
+def sharenet_cli(*args, check=True, cwd=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "sharenet", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

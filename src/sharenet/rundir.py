@@ -3,7 +3,8 @@
 A run directory holds config.json (resolved config, versions, the fast path it ran with),
 metrics.jsonl (a row every log interval and every epoch), the training checkpoints
 ckpt-<step>.pt with their checksum records ckpt-<step>.json, and, once finished, summary.json,
-model.safetensors and curves.png; a study adds train.log. The trainer (engine/), the study runner
+model.safetensors and curves.png; a study adds train.log; while a trainer writes it, lease.json
+(lease.py). The trainer (engine/), the study runner
 and the report (study/) and `sharenet eval` all read and write it through `RunDir`.
 """
 

@@ -11,7 +11,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="study YAML (see experiments/fashion-mnist-study.yaml)")
     p.add_argument("--max-runs", type=int, help="stop after this many runs (a chunk); run again to continue")
     p.add_argument("--dry-run", action="store_true", help="list what would run")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time, the CPU cores split between them")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, the CPU cores split between them (local)")
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process pool on this machine; ray: each run a Ray task on a cluster, retried on another "
+        "node if its node is lost (needs sharenet[ray] and storage every node sees; docs/cluster.md)",
+    )
+    p.add_argument(
+        "--address", help="ray: the cluster's head, HOST:PORT or auto (default: start Ray on this machine alone)"
+    )
+    p.add_argument("--cpus-per-run", type=int, default=1, help="ray: CPUs (and OMP threads) each run takes (default 1)")
+    p.add_argument("--retries", type=int, default=3, help="ray: times a run lost with its node is retried (default 3)")
     p.set_defaults(run=run_study_cmd)
 
     p = sub.add_parser("report", help="Markdown/CSV table and PNG plots from run directories")
@@ -44,7 +56,16 @@ def run_study_cmd(args) -> int:
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {args.jobs}")
-    counts = run_study(load_spec(args.spec), args.max_runs, args.dry_run, args.jobs)
+    ray_only = [f for f, v in (("--address", args.address), ("--cpus-per-run", args.cpus_per_run != 1)) if v]
+    if args.backend != "ray" and (ray_only or args.retries != 3):
+        raise ConfigError(f"{' and '.join(ray_only) or '--retries'} apply to --backend ray")
+    spec = load_spec(args.spec)
+    if args.backend == "ray":
+        from ..study.cluster import run_study_ray
+
+        counts = run_study_ray(spec, args.address, args.cpus_per_run, args.retries, args.max_runs, args.dry_run)
+    else:
+        counts = run_study(spec, args.max_runs, args.dry_run, args.jobs)
     print(
         f"study {args.spec}: {counts['done']} already done, {counts['ran']} ran, {counts['failed']} failed, "
         f"{counts['left']} left"

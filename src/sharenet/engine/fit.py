@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WriteError
+from ..lease import Lease, release_all
 from ..models import count_params, create_model, zero_init_residual
 from ..models.budget import chosen
 from ..rundir import CURVES, SUMMARY, WEIGHTS, RunDir, default_out
@@ -51,6 +52,7 @@ def fit(cfg: Config, resume: str | None = None) -> dict:
             raise lost from e
         raise
     finally:
+        release_all()
         dist.shutdown()
 
 
@@ -88,6 +90,7 @@ def open_run_dir(cfg: Config, resume: str | None) -> RunDir | None:
         raise ConfigError(f"{out} already holds a run; pass --resume auto to continue it, or another --out")
     if resume and resume != "auto" and not cfg.run.out and Path(resume).is_dir():
         run = RunDir.create(resume)
+    Lease(run.path).acquire()  # one trainer per run directory; released when the fit ends
     return run
 
 

@@ -133,7 +133,9 @@ def _config(spec: StudySpec, run: PlannedRun):
     )
 
 
-def train_command(spec: StudySpec, run: PlannedRun) -> list[str]:
+def train_command(spec: StudySpec, run: PlannedRun, resume: bool = False) -> list[str]:
+    """The run's `sharenet train` command line; with --resume auto when it has a checkpoint, or
+    always with `resume` (a cluster task that may be a retry of a lost one)."""
     sets = [f"{k}={_yaml_value(v)}" for k, v in {**spec.base, **dict(run.sets)}.items()]
     cmd = [
         sys.executable,
@@ -153,7 +155,7 @@ def train_command(spec: StudySpec, run: PlannedRun) -> list[str]:
         "--no-progress",
     ]
     cmd += [arg for s in sets for arg in ("--set", s)]
-    if run.state() == "partial":
+    if resume or run.state() == "partial":
         cmd += ["--resume", "auto"]
     return cmd
 
@@ -173,6 +175,32 @@ def run_study(
     run's output goes to its own train.log: on small CPU models two 1-thread runs get more images/s
     through than one 2-thread run, because intra-op threading of small kernels scales poorly.
     """
+    todo, counts = pending(spec, max_runs, dry_run, log)
+    running: list[tuple[PlannedRun, subprocess.Popen, object]] = []
+    relay = SignalRelay(running)
+    try:
+        with relay:
+            _drive(spec, todo, running, counts, jobs, relay, log)
+    finally:  # an error in the runner: let the runs stop at a clean point
+        for _, proc, _ in running:
+            proc.wait()
+    if relay.signum:
+        raise study_stopped(relay.signum)
+    return counts
+
+
+def study_stopped(signum: int) -> Stopped:
+    """What a study stopped by a signal raises (the CLI exits 128 + signum)."""
+    name = signal.Signals(signum).name
+    return Stopped(
+        signum,
+        f"stopped by {name}: the runs it reached wrote a checkpoint and stopped; run the study again to continue them",
+    )
+
+
+def pending(spec: StudySpec, max_runs: int | None, dry_run: bool, log) -> tuple[list[PlannedRun], dict[str, int]]:
+    """The runs to start now (not done, within `max_runs`), and the counts so far: the finished
+    runs as done, the ones beyond `max_runs` (or all, for a dry run) as left."""
     counts = {"done": 0, "ran": 0, "failed": 0, "left": 0}
     todo = []
     for run in plan_runs(spec):
@@ -184,22 +212,23 @@ def run_study(
             log(f"{'would run' if dry_run else 'left'}: {run.out} ({state})")
         else:
             todo.append(run)
-    running: list[tuple[PlannedRun, subprocess.Popen, object]] = []
-    relay = SignalRelay(running)
-    try:
-        with relay:
-            _drive(spec, todo, running, counts, jobs, relay, log)
-    finally:  # an error in the runner: let the runs stop at a clean point
-        for _, proc, _ in running:
-            proc.wait()
-    if relay.signum:
-        name = signal.Signals(relay.signum).name
-        raise Stopped(
-            relay.signum,
-            f"stopped by {name}: the runs it reached wrote a checkpoint and stopped; "
-            "run the study again to continue them",
-        )
-    return counts
+    return todo, counts
+
+
+def count_outcome(run: PlannedRun, returncode: int, signum: int, counts: dict, log, logged: bool) -> None:
+    """Count an ended run: stopped with a checkpoint by the study's signal (left), finished (ran)
+    or failed; `logged`: its output went to its train.log, which a failure names."""
+    if signum and returncode == 128 + signum:
+        counts["left"] += 1
+        log(f"stopped {run.out} with a checkpoint")
+        return
+    counts["ran" if returncode == 0 else "failed"] += 1
+    where = f" (its output: {run.out / TRAIN_LOG})" if logged else ""
+    log(
+        f"finished {run.out}"
+        if returncode == 0
+        else f"FAILED ({returncode}): {run.out}{where}; rerun the study to retry it"
+    )
 
 
 class SignalRelay:
@@ -238,17 +267,7 @@ def _drive(spec, todo: list, running: list, counts: dict, jobs: int, relay: Sign
             running.remove(item)
             if logfile is not None:
                 logfile.close()
-            where = f" (its output: {run.out / TRAIN_LOG})" if logfile is not None else ""
-            if relay.signum and proc.returncode == 128 + relay.signum:
-                counts["left"] += 1
-                log(f"stopped {run.out} with a checkpoint")
-                continue
-            counts["ran" if proc.returncode == 0 else "failed"] += 1
-            log(
-                f"finished {run.out}"
-                if proc.returncode == 0
-                else f"FAILED ({proc.returncode}): {run.out}{where}; rerun the study to retry it"
-            )
+            count_outcome(run, proc.returncode, relay.signum, counts, log, logged=logfile is not None)
 
 
 def _start(spec: StudySpec, run: PlannedRun, jobs: int, log):
