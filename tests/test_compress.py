@@ -107,6 +107,8 @@ def test_compress_fits_reestimates_and_distils_into_a_run_directory(compressed, 
     assert {"fitted_test_top1", "bn_test_top1"} <= start.keys()
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["start"] for r in rows if r["kind"] == "distil"] == [start]
+    trained = [r for r in rows if r["kind"] == "train"]  # the CE logged as in any run, the objective beside it
+    assert trained and all(r["distil_objective"] > 0 and r["distil_objective"] != r["loss"] for r in trained)
     config = json.loads((out / "config.json").read_text())
     assert config["distil"]["teacher"] == str(teacher) and config["distil"]["fit"] is True
     assert config["model"]["name"] == "resnet20" and config["recipe"] == "compress"

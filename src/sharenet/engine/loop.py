@@ -185,6 +185,8 @@ def log_interval(fit: Fit, bar, loss, correct, n: int, clock: Clock) -> None:
         "lr": fit.trainer.optimizer.param_groups[0]["lr"],
         "img_per_s": rate,
     }
+    if fit.trainer.objective.distillation is not None:  # `loss` stays the labels' CE, comparable with any run's
+        row["distil_objective"] = float(fit.trainer.trained_on)  # (1 - alpha) CE + alpha T^2 KL (+ penalty)
     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", img_s=f"{rate:.0f}")
     fit.log(row)
 

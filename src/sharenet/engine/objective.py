@@ -3,7 +3,8 @@ never asks which terms there are.
 
 The labels' cross-entropy (with label smoothing) is the loss a step logs, comparable across runs;
 a teacher's distillation term reweighs it (Hinton et al., below) and the bases' orthogonality
-penalty adds to it, both minimised but not logged.
+penalty adds to it. Under distillation the whole objective is logged beside it
+(`distil_objective` in metrics.jsonl, and so in TensorBoard).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ class Trainer:
     ema: WeightEMA | None = None
     scaler: torch.amp.GradScaler | None = None
     fast: FastPath | None = None  # what the step runs with on this machine, for the run's records
+    trained_on: torch.Tensor | None = None  # the last step's objective (labels, distillation, penalty)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward, guard, update. Returns (loss, number correct) as tensors (no host sync)."""
@@ -42,6 +43,7 @@ class Trainer:
             logits = self.model(x)
             soft = self.objective.soft_targets(x)
         loss, objective = self.objective(logits, y, soft)
+        self.trained_on = objective.detach()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(objective).backward()
