@@ -128,7 +128,7 @@ def test_a_run_whose_node_dies_continues_on_another_from_its_checkpoint(cluster,
     """The raylet of the node running the run is killed (SIGKILL) after the run wrote a
     checkpoint: Ray retries the task on the other node, the run resumes there, and its weights
     equal an uninterrupted run's bit for bit; the study counts it once."""
-    steps = 600  # far more than any CPU trains between the first checkpoint and the kill
+    steps = 240  # 3 epochs: far more than any CPU trains between the first checkpoint and the kill
     reference = _spec(tmp_path / "reference.yaml", fmnist_dir, ["stage"], steps, "reference")
     sharenet_cli("study", str(reference), cwd=tmp_path)
     spec = _spec(tmp_path / "lost.yaml", fmnist_dir, ["stage"], steps, "lost")
@@ -155,6 +155,32 @@ def test_a_run_whose_node_dies_continues_on_another_from_its_checkpoint(cluster,
     assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours)
     assert json.loads((run / "summary.json").read_text())["steps"] == steps
     cluster.remove_node(node, allow_graceful=False)
+    cluster.add_node(num_cpus=1)  # the next tests find two worker nodes again
+    cluster.wait_for_nodes()
+
+
+@pytest.mark.slow
+def test_sigterm_on_the_driver_stops_every_run_with_a_checkpoint_and_a_rerun_finishes(cluster, fmnist_dir, tmp_path):
+    """SIGTERM to the driver while two runs train on two nodes: both write a checkpoint and stop,
+    the driver exits 143 as the local pool does, and the same command continues them to the end."""
+    spec = _spec(tmp_path / "stop.yaml", fmnist_dir, ["none", "stage"], 10**7, "stop")
+    runs = [tmp_path / "stop" / f"resnet8-{s}-s0" for s in ("none", "stage")]
+    cmd = [sys.executable, "-m", "sharenet", "study", str(spec), "--backend", "ray", "--address", cluster.address]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not all(newest_checkpoint_step(r) >= 0 for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert driver.poll() is None and all(newest_checkpoint_step(r) >= 0 for r in runs), "both runs never trained"
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 143 and "stopped by SIGTERM" in err, err[-3000:]
+    assert not any((r / "summary.json").exists() or (r / LEASE).exists() for r in runs)
+    budget = max(newest_checkpoint_step(r) for r in runs) + 4
+    again = _ray_study(_spec(spec, fmnist_dir, ["none", "stage"], budget, "stop"), cluster, cwd=tmp_path)
+    assert "0 already done, 2 ran, 0 failed, 0 left" in again.stdout
+    for r in runs:
+        assert "resumed from" in (r / "train.log").read_text()
+        assert json.loads((r / "summary.json").read_text())["steps"] == budget
 
 
 @pytest.mark.slow

@@ -31,24 +31,33 @@ class Stopped(SharenetError):
         self.exit_code = 128 + signum
 
 
-class StopRequest:
-    """Records the first stop signal; restores the previous handlers on exit."""
+class SignalScope:
+    """A `with` block in which SIGNALS call `on_signal` (installed from the main thread only, where
+    Python runs signal handlers); the previous handlers come back on exit. What a trainer, the
+    local study pool and the cluster driver each do with a stop signal is their `on_signal`."""
 
-    def __init__(self):
-        self.signum = 0
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+    def __enter__(self):
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                self._previous[sig] = signal.signal(sig, self.on_signal)
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def _handle(self, signum: int, frame) -> None:
+    def on_signal(self, signum: int, frame) -> None:
+        raise NotImplementedError
+
+
+class StopRequest(SignalScope):
+    """Records the first stop signal (a second one aborts at once)."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def on_signal(self, signum: int, frame) -> None:
         if self.signum:  # the second signal: abort now, as the default action would
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)

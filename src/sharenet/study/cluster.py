@@ -28,12 +28,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
-from ..engine.stop import SIGNALS
+from ..engine.stop import SignalScope
 from ..errors import SharenetError
 from ..lease import STALE_S, holder, live
 from ..rundir import TRAIN_LOG, RunDir
@@ -95,19 +94,21 @@ def run_study_ray(
     return counts
 
 
+class StopFile(SignalScope):
+    """The driver's stop signal, written into the study folder for every task to pass on."""
+
+    def __init__(self, path: Path):
+        self.path, self.signum = path, 0
+
+    def on_signal(self, signum: int, frame) -> None:
+        if not self.signum:
+            self.signum = signum
+            self.path.write_text(str(signum))
+
+
 def _wait(ray, refs: dict, counts: dict, stop: Path, log) -> int:
     """Collect the tasks as they end; a signal meanwhile writes the stop file. Returns the signal."""
-    received = []
-
-    def on_signal(signum, frame):
-        if not received:
-            received.append(signum)
-            stop.write_text(str(signum))
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
-    try:
+    with StopFile(stop) as received:
         waiting = list(refs)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
@@ -122,11 +123,8 @@ def _wait(ray, refs: dict, counts: dict, stop: Path, log) -> int:
                 if result["returncode"] is None:  # stopped before it started
                     counts["left"] += 1
                     continue
-                count_outcome(run, result["returncode"], received[0] if received else 0, counts, log, logged=True)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return received[0] if received else 0
+                count_outcome(run, result["returncode"], received.signum, counts, log, logged=True)
+    return received.signum
 
 
 def check_storage(ray, root: Path, cpus_per_run: int) -> None:
@@ -170,9 +168,10 @@ def train_task(cmd: list[str], cwd: str, out: str, threads: int, stop: str) -> d
     None when the study was stopped before it started."""
     os.environ.update(NO_USAGE_STATS)
     os.chdir(cwd)
-    deadline = time.monotonic() + 2 * STALE_S  # a lost node's trainer: stopped by its parent's death
-    while (record := holder(Path(out))) and live(record) and time.monotonic() < deadline:
+    t0 = time.monotonic()  # a lost node's trainer: stopped by its parent's death, or its lease goes stale
+    while (record := holder(Path(out))) and live(record) and time.monotonic() - t0 < 2 * STALE_S:
         time.sleep(0.5)
+    waited = time.monotonic() - t0
     if RunDir(out).finished():  # a lost attempt's trainer finished it before it stopped
         return {"returncode": 0}
     if os.path.exists(stop):
@@ -181,6 +180,8 @@ def train_task(cmd: list[str], cwd: str, out: str, threads: int, stop: str) -> d
     Path(out).mkdir(parents=True, exist_ok=True)
     with open(Path(out) / TRAIN_LOG, "a") as logfile:
         logfile.write(f"[sharenet study --backend ray: node {_node_id()} on {socket.gethostname()}]\n")
+        if waited >= 1:
+            logfile.write(f"[waited {waited:.0f} s for an earlier attempt's trainer to let go of the folder]\n")
         logfile.flush()
         proc = subprocess.Popen(
             cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent

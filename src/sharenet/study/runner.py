@@ -13,14 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.config import ConfigError, apply, flatten, read_yaml
 from ..engine.recipes import DEFAULT_RECIPE, recipe_config
-from ..engine.stop import SIGNALS, Stopped
+from ..engine.stop import SignalScope, Stopped
 from ..engine.validate import check_config
 from ..rundir import TRAIN_LOG, RunDir
 
@@ -231,25 +230,15 @@ def count_outcome(run: PlannedRun, returncode: int, signum: int, counts: dict, l
     )
 
 
-class SignalRelay:
+class SignalRelay(SignalScope):
     """Passes SIGTERM, SIGINT and SIGUSR1 on to the running `sharenet train` processes, which stop
     after a step with a checkpoint (the runs live in their own sessions, so a terminal's Ctrl-C
     reaches them once, through here); no new run starts after one."""
 
     def __init__(self, running: list):
-        self.running, self.signum, self._previous = running, 0, {}
+        self.running, self.signum = running, 0
 
-    def __enter__(self) -> SignalRelay:
-        if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._relay)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _relay(self, signum: int, frame) -> None:
+    def on_signal(self, signum: int, frame) -> None:
         self.signum = self.signum or signum
         for _, proc, _ in self.running:
             if proc.poll() is None:
