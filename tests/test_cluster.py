@@ -192,11 +192,12 @@ def test_a_node_that_cannot_see_the_study_folder_is_named_before_any_run(cluster
     ray_bin = Path(sys.executable).with_name("ray")
     start = f"mount -t tmpfs tmpfs {tmp_path} && exec {ray_bin} start --address={cluster.address} --num-cpus=1 --block"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    ray.init(address=cluster.address)
+    alive = sum(n["Alive"] for n in ray.nodes())
     blind = subprocess.Popen(["unshare", "-m", "sh", "-c", start], env=env, start_new_session=True)
     try:
-        ray.init(address=cluster.address)
         deadline = time.monotonic() + 120
-        while sum(n["Alive"] for n in ray.nodes()) < 4 and time.monotonic() < deadline:
+        while sum(n["Alive"] for n in ray.nodes()) <= alive and time.monotonic() < deadline:
             time.sleep(0.5)
         ray.shutdown()
         spec = _spec(tmp_path / "blind.yaml", fmnist_dir, ["none"], 4, "blind")
