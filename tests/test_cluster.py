@@ -53,7 +53,7 @@ def cluster():
     )
     for _ in range(2):
         c.add_node(num_cpus=1)
-    c.wait_for_nodes()
+    c.wait_for_nodes(timeout=120)
     yield c
     c.shutdown()
 
@@ -142,8 +142,13 @@ def test_a_run_whose_node_dies_continues_on_another_from_its_checkpoint(cluster,
     log = (run / "train.log").read_text()
     node_id = log.split("[sharenet study --backend ray: node ")[1].split()[0]
     node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
-    node.kill_raylet()  # SIGKILL
-    out, err = driver.communicate(timeout=600)
+    try:
+        node.kill_raylet()  # SIGKILL
+        out, err = driver.communicate(timeout=600)
+    finally:  # the next tests find two worker nodes again
+        cluster.remove_node(node, allow_graceful=False)
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes(timeout=120)
     assert driver.returncode == 0, err[-3000:]
     assert "0 already done, 1 ran, 0 failed, 0 left" in out
     log = (run / "train.log").read_text()
@@ -154,15 +159,16 @@ def test_a_run_whose_node_dies_continues_on_another_from_its_checkpoint(cluster,
     )
     assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours)
     assert json.loads((run / "summary.json").read_text())["steps"] == steps
-    cluster.remove_node(node, allow_graceful=False)
-    cluster.add_node(num_cpus=1)  # the next tests find two worker nodes again
-    cluster.wait_for_nodes()
 
 
 @pytest.mark.slow
-def test_sigterm_on_the_driver_stops_every_run_with_a_checkpoint_and_a_rerun_finishes(cluster, fmnist_dir, tmp_path):
-    """SIGTERM to the driver while two runs train on two nodes: both write a checkpoint and stop,
-    the driver exits 143 as the local pool does, and the same command continues them to the end."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_on_the_driver_stops_every_run_with_a_checkpoint_and_a_rerun_finishes(
+    cluster, fmnist_dir, tmp_path, sig
+):
+    """SIGTERM or Ctrl-C to the driver while two runs train on two nodes: both write a checkpoint
+    and stop (Ray starts its workers with SIGINT blocked: the trainer must take it again), the
+    driver exits 143 / 130 as the local pool does, and the same command continues them to the end."""
     spec = _spec(tmp_path / "stop.yaml", fmnist_dir, ["none", "stage"], 10**7, "stop")
     runs = [tmp_path / "stop" / f"resnet8-{s}-s0" for s in ("none", "stage")]
     cmd = [sys.executable, "-m", "sharenet", "study", str(spec), "--backend", "ray", "--address", cluster.address]
@@ -171,9 +177,9 @@ def test_sigterm_on_the_driver_stops_every_run_with_a_checkpoint_and_a_rerun_fin
     while not all(newest_checkpoint_step(r) >= 0 for r in runs) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert driver.poll() is None and all(newest_checkpoint_step(r) >= 0 for r in runs), "both runs never trained"
-    driver.send_signal(signal.SIGTERM)
+    driver.send_signal(sig)
     _, err = driver.communicate(timeout=300)
-    assert driver.returncode == 143 and "stopped by SIGTERM" in err, err[-3000:]
+    assert driver.returncode == 128 + sig and f"stopped by {sig.name}" in err, err[-3000:]
     assert not any((r / "summary.json").exists() or (r / LEASE).exists() for r in runs)
     budget = max(newest_checkpoint_step(r) for r in runs) + 4
     again = _ray_study(_spec(spec, fmnist_dir, ["none", "stage"], budget, "stop"), cluster, cwd=tmp_path)
@@ -199,7 +205,9 @@ def test_a_node_that_cannot_see_the_study_folder_is_named_before_any_run(cluster
         deadline = time.monotonic() + 120
         while sum(n["Alive"] for n in ray.nodes()) <= alive and time.monotonic() < deadline:
             time.sleep(0.5)
+        joined = sum(n["Alive"] for n in ray.nodes()) > alive
         ray.shutdown()
+        assert joined, "the node in its own mount namespace never joined the cluster"
         spec = _spec(tmp_path / "blind.yaml", fmnist_dir, ["none"], 4, "blind")
         proc = _ray_study(spec, cluster, cwd=tmp_path, check=False)
         assert proc.returncode == 2, proc.stderr[-3000:]

@@ -64,7 +64,7 @@ class Lease:
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LEASE
-        self.token = uuid.uuid4().hex
+        self.token, self.pid = uuid.uuid4().hex, os.getpid()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -117,12 +117,15 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            if (holder(self.path.parent) or {}).get("token") != self.token:
+            record = holder(self.path.parent)
+            if record is not None and record.get("token") != self.token:
                 return  # taken over (this holder was presumed lost): no longer ours to renew
             with contextlib.suppress(OSError):  # a full or lost disk: the trainer's own writes report it
                 self._write(replace=True)
 
     def release(self) -> None:
+        if os.getpid() != self.pid:  # a forked child: the lease is its parent's
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

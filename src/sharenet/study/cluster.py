@@ -32,7 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..engine.stop import SignalScope
+from ..engine.stop import SIGNALS, SignalScope
 from ..errors import SharenetError
 from ..lease import STALE_S, holder, live
 from ..rundir import TRAIN_LOG, RunDir
@@ -40,6 +40,7 @@ from .runner import StudySpec, count_outcome, pending, study_stopped, train_comm
 
 STOP = ".stop"  # in the study folder: the signal the driver received, for every task to pass on
 NO_USAGE_STATS = {"RAY_USAGE_STATS_ENABLED": "0"}
+PROBE_S = 120.0  # a node's probe answers within this (a worker process started on a loaded node), or is named
 
 
 def _ray():
@@ -71,31 +72,39 @@ def run_study_ray(
     if not todo:
         return counts
     ray = _ray()
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        cwd = os.getcwd()
-        root = Path(cwd, spec.out)
-        root.mkdir(parents=True, exist_ok=True)
-        check_storage(ray, root, cpus_per_run)
-        stop = root / STOP
-        stop.unlink(missing_ok=True)
-        task = ray.remote(train_task)
-        refs = {}
-        for run in todo:
-            cmd = train_command(spec, run, resume=True)
-            options = {"num_cpus": cpus_per_run, "max_retries": retries, "name": run.out.name}
-            refs[task.options(**options).remote(cmd, cwd, str(run.out), cpus_per_run, str(stop))] = run
-            log(f"queued {run.out}")
-        signum = _wait(ray, refs, counts, stop, log)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise SharenetError(f"cannot reach the Ray cluster at {address or 'this machine'}: {e}") from None
+    cwd = os.getcwd()
+    root = Path(cwd, spec.out)
+    root.mkdir(parents=True, exist_ok=True)
+    stop = root / f"{STOP}-{uuid.uuid4().hex[:12]}"  # this driver's own: a rerun or a second driver has another
+    try:
+        with StopFile(stop) as received:  # from here on (Ray installs its own SIGTERM handler at init)
+            check_storage(ray, root, cpus_per_run)
+            task = ray.remote(train_task)
+            refs = {}
+            for run in todo:
+                if received.signum:  # stopped while submitting: the rest stay as they are
+                    counts["left"] += 1
+                    continue
+                cmd = train_command(spec, run, resume=True)
+                options = {"num_cpus": cpus_per_run, "max_retries": retries, "name": run.out.name}
+                refs[task.options(**options).remote(cmd, cwd, str(run.out), cpus_per_run, str(stop))] = run
+                log(f"queued {run.out}")
+            _wait(ray, refs, counts, log, received)
     finally:
         ray.shutdown()
-    if signum:
-        raise study_stopped(signum)
+        stop.unlink(missing_ok=True)
+    if received.signum:
+        raise study_stopped(received.signum)
     return counts
 
 
 class StopFile(SignalScope):
-    """The driver's stop signal, written into the study folder for every task to pass on."""
+    """The driver's stop signal, written into the study folder (whole, by a rename) for every
+    task to pass on to its trainer."""
 
     def __init__(self, path: Path):
         self.path, self.signum = path, 0
@@ -103,28 +112,28 @@ class StopFile(SignalScope):
     def on_signal(self, signum: int, frame) -> None:
         if not self.signum:
             self.signum = signum
-            self.path.write_text(str(signum))
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(str(signum))
+            os.replace(tmp, self.path)
 
 
-def _wait(ray, refs: dict, counts: dict, stop: Path, log) -> int:
-    """Collect the tasks as they end; a signal meanwhile writes the stop file. Returns the signal."""
-    with StopFile(stop) as received:
-        waiting = list(refs)
-        while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
-            for ref in done:
-                run = refs[ref]
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayError as e:  # the task's retries spent on lost nodes
-                    counts["failed"] += 1
-                    log(f"FAILED ({type(e).__name__}): {run.out}; rerun the study to retry it")
-                    continue
-                if result["returncode"] is None:  # stopped before it started
-                    counts["left"] += 1
-                    continue
-                count_outcome(run, result["returncode"], received.signum, counts, log, logged=True)
-    return received.signum
+def _wait(ray, refs: dict, counts: dict, log, received: StopFile) -> None:
+    """Collect the tasks as they end, counting each as the local pool does."""
+    waiting = list(refs)
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
+        for ref in done:
+            run = refs[ref]
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as e:  # the task failed in Ray, or its retries were spent on lost nodes
+                counts["failed"] += 1
+                log(f"FAILED ({type(e).__name__}): {run.out}; rerun the study to retry it")
+                continue
+            if result["returncode"] is None:  # stopped before it started
+                counts["left"] += 1
+                continue
+            count_outcome(run, result["returncode"], received.signum, counts, log, logged=True)
 
 
 def check_storage(ray, root: Path, cpus_per_run: int) -> None:
@@ -143,9 +152,13 @@ def check_storage(ray, root: Path, cpus_per_run: int) -> None:
         refs = {}
         for n in nodes:  # num_cpus 0: a node busy with runs still answers
             pinned = look.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], False))
-            refs[pinned.remote(str(probe))] = n
+            refs[pinned.remote(str(probe), os.getcwd())] = n
         for ref, node in refs.items():
-            if ray.get(ref) != token:
+            try:
+                seen = ray.get(ref, timeout=PROBE_S)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+                seen = f"no answer ({type(e).__name__})"
+            if seen != token:
                 raise SharenetError(
                     f"node {node['NodeManagerAddress']} ({node['NodeID'][:12]}) cannot see the study folder {root}: "
                     "every node needs it (and the data) at the same path, on storage they share"
@@ -154,10 +167,11 @@ def check_storage(ray, root: Path, cpus_per_run: int) -> None:
         probe.unlink(missing_ok=True)
 
 
-def sees(path: str) -> str | None:
-    """On a node: the token at `path`, or None where the node cannot read it."""
+def sees(path: str, cwd: str) -> str | None:
+    """On a node: the token at `path`, or None where the node cannot read it or has no `cwd`
+    (the driver's working directory, where a spec's relative paths start)."""
     try:
-        return Path(path).read_text()
+        return Path(path).read_text() if os.path.isdir(cwd) else None
     except OSError:
         return None
 
@@ -177,6 +191,7 @@ def train_task(cmd: list[str], cwd: str, out: str, threads: int, stop: str) -> d
     if os.path.exists(stop):
         return {"returncode": None}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, *cmd[1:]]  # this node's Python (with sharenet), not the driver's path to its own
     Path(out).mkdir(parents=True, exist_ok=True)
     with open(Path(out) / TRAIN_LOG, "a") as logfile:
         logfile.write(f"[sharenet study --backend ray: node {_node_id()} on {socket.gethostname()}]\n")
@@ -184,14 +199,19 @@ def train_task(cmd: list[str], cwd: str, out: str, threads: int, stop: str) -> d
             logfile.write(f"[waited {waited:.0f} s for an earlier attempt's trainer to let go of the folder]\n")
         logfile.flush()
         proc = subprocess.Popen(
-            cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+            cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_trainer()
         )
-        passed = False
-        while proc.poll() is None:
-            if not passed and os.path.exists(stop):
-                proc.send_signal(int(Path(stop).read_text() or signal.SIGTERM))
-                passed = True
-            time.sleep(0.2)
+        try:
+            passed = False
+            while proc.poll() is None:
+                if not passed and os.path.exists(stop):
+                    proc.send_signal(int(Path(stop).read_text()))
+                    passed = True
+                time.sleep(0.2)
+        finally:  # the task itself interrupted: the trainer stops with a checkpoint, not orphaned
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
     return {"returncode": proc.returncode}
 
 
@@ -201,9 +221,20 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _die_with_parent() -> None:
-    """In the trainer, before exec: SIGTERM when the Ray worker that started it dies (a lost
-    node), so that it writes a checkpoint and lets go of the run folder. Linux only; elsewhere
-    the retry waits for the lease to go stale."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _as_trainer():
+    """What the trainer's process does before exec: take SIGINT, SIGTERM and SIGUSR1 again (Ray
+    starts its workers with SIGINT blocked, and a child inherits the mask), and on Linux ask for
+    SIGTERM when the Ray worker that started it dies (a lost node), so that it writes a checkpoint
+    and lets go of the run folder; elsewhere the retry waits for its lease to go stale. libc is
+    loaded here, in the parent: nothing is loaded between fork and exec."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    parent = os.getpid()
+
+    def before_exec() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the worker died before the request: stop now
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return before_exec
