@@ -28,6 +28,9 @@ TIMES = {"date", "img_per_s", "data_fraction", "data_s", "epoch_s", "eval_s", "o
 TIMES |= {"seconds", "wall_s", "train_img_per_s", "out"}
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # what each Ray task gives its run (--cpus-per-run 1): the same numerics
+
+
 def _without_times(tree):
     if isinstance(tree, dict):
         return {k: _without_times(v) for k, v in tree.items() if k not in TIMES}
@@ -110,7 +113,7 @@ def test_a_ray_study_writes_the_local_pools_records(cluster, fmnist_dir, tmp_pat
     call finds them all done."""
     schemes = ["none", "stage", "block"]
     local = _spec(tmp_path / "local.yaml", fmnist_dir, schemes, 8, "local")
-    sharenet_cli("study", str(local), "--jobs", "2", cwd=tmp_path)
+    sharenet_cli("study", str(local), cwd=tmp_path, env=ONE_THREAD)
     spec = _spec(tmp_path / "cluster.yaml", fmnist_dir, schemes, 8, "cluster")  # relative: from the driver's folder
     proc = _ray_study(spec, cluster, cwd=tmp_path)
     assert "0 already done, 3 ran, 0 failed, 0 left" in proc.stdout
@@ -130,7 +133,7 @@ def test_a_run_whose_node_dies_continues_on_another_from_its_checkpoint(cluster,
     equal an uninterrupted run's bit for bit; the study counts it once."""
     steps = 240  # 3 epochs: far more than any CPU trains between the first checkpoint and the kill
     reference = _spec(tmp_path / "reference.yaml", fmnist_dir, ["stage"], steps, "reference")
-    sharenet_cli("study", str(reference), cwd=tmp_path)
+    sharenet_cli("study", str(reference), cwd=tmp_path, env=ONE_THREAD)
     spec = _spec(tmp_path / "lost.yaml", fmnist_dir, ["stage"], steps, "lost")
     run = tmp_path / "lost" / "resnet8-stage-s0"
     cmd = [sys.executable, "-m", "sharenet", "study", str(spec), "--backend", "ray", "--address", cluster.address]

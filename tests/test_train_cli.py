@@ -11,8 +11,8 @@ from PIL import Image
 import sharenet
 
 
-def sharenet_cli(*args, check=True, cwd=None):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def sharenet_cli(*args, check=True, cwd=None, env=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     cmd = [sys.executable, "-m", "sharenet", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
     if check:
