@@ -169,27 +169,35 @@ def test_a_run_whose_node_dies_continues_on_another_from_its_checkpoint(cluster,
 def test_a_signal_on_the_driver_stops_every_run_with_a_checkpoint_and_a_rerun_finishes(
     cluster, fmnist_dir, tmp_path, sig
 ):
-    """SIGTERM or Ctrl-C to the driver while two runs train on two nodes: both write a checkpoint
-    and stop (Ray starts its workers with SIGINT blocked: the trainer must take it again), the
-    driver exits 143 / 130 as the local pool does, and the same command continues them to the end."""
-    spec = _spec(tmp_path / "stop.yaml", fmnist_dir, ["none", "stage"], 10**7, "stop")
-    runs = [tmp_path / "stop" / f"resnet8-{s}-s0" for s in ("none", "stage")]
+    """SIGTERM or Ctrl-C to the driver while a run trains on a node: it writes a checkpoint
+    and stops (Ray starts its workers with SIGINT blocked: the trainer must take it again), the
+    driver exits 143 / 130 as the local pool does, and the same command continues it to the end."""
+    spec = _spec(tmp_path / "stop.yaml", fmnist_dir, ["stage"], 10**7, "stop")
+    runs = [tmp_path / "stop" / "resnet8-stage-s0"]
     cmd = [sys.executable, "-m", "sharenet", "study", str(spec), "--backend", "ray", "--address", cluster.address]
     driver = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not all(newest_checkpoint_step(r) >= 0 for r in runs) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert driver.poll() is None and all(newest_checkpoint_step(r) >= 0 for r in runs), "both runs never trained"
+    assert driver.poll() is None and all(newest_checkpoint_step(r) >= 0 for r in runs), "the run never trained"
     driver.send_signal(sig)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == 128 + sig and f"stopped by {sig.name}" in err, err[-3000:]
     assert not any((r / "summary.json").exists() or (r / LEASE).exists() for r in runs)
     budget = max(newest_checkpoint_step(r) for r in runs) + 4
-    again = _ray_study(_spec(spec, fmnist_dir, ["none", "stage"], budget, "stop"), cluster, cwd=tmp_path)
-    assert "0 already done, 2 ran, 0 failed, 0 left" in again.stdout
+    again = _ray_study(_spec(spec, fmnist_dir, ["stage"], budget, "stop"), cluster, cwd=tmp_path)
+    assert "0 already done, 1 ran, 0 failed, 0 left" in again.stdout
     for r in runs:
         assert "resumed from" in (r / "train.log").read_text()
         assert json.loads((r / "summary.json").read_text())["steps"] == budget
+
+
+def _alive_nodes(cluster) -> int:
+    """The cluster's live nodes, asked from a process of its own: a driver in this one would leave
+    Ray's print patch (builtins.print) behind for the tests that follow."""
+    ask = f"import ray; ray.init(address={cluster.address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
+    out = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, timeout=120)
+    return int(out.stdout.split()[-1])
 
 
 @pytest.mark.slow
@@ -201,16 +209,13 @@ def test_a_node_that_cannot_see_the_study_folder_is_named_before_any_run(cluster
     ray_bin = Path(sys.executable).with_name("ray")
     start = f"mount -t tmpfs tmpfs {tmp_path} && exec {ray_bin} start --address={cluster.address} --num-cpus=1 --block"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    ray.init(address=cluster.address)
-    alive = sum(n["Alive"] for n in ray.nodes())
+    alive = _alive_nodes(cluster)
     blind = subprocess.Popen(["unshare", "-m", "sh", "-c", start], env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while sum(n["Alive"] for n in ray.nodes()) <= alive and time.monotonic() < deadline:
-            time.sleep(0.5)
-        joined = sum(n["Alive"] for n in ray.nodes()) > alive
-        ray.shutdown()
-        assert joined, "the node in its own mount namespace never joined the cluster"
+        while _alive_nodes(cluster) <= alive and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _alive_nodes(cluster) > alive, "the node in its own mount namespace never joined the cluster"
         spec = _spec(tmp_path / "blind.yaml", fmnist_dir, ["none"], 4, "blind")
         proc = _ray_study(spec, cluster, cwd=tmp_path, check=False)
         assert proc.returncode == 2, proc.stderr[-3000:]
