@@ -36,6 +36,7 @@ from ..engine.stop import SIGNALS, SignalScope
 from ..errors import SharenetError
 from ..lease import STALE_S, holder, live
 from ..rundir import TRAIN_LOG, RunDir
+from ..storage import atomic_write
 from .runner import StudySpec, count_outcome, pending, study_stopped, train_command
 
 STOP = ".stop"  # in the study folder: the signal the driver received, for every task to pass on
@@ -112,9 +113,7 @@ class StopFile(SignalScope):
     def on_signal(self, signum: int, frame) -> None:
         if not self.signum:
             self.signum = signum
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(str(signum))
-            os.replace(tmp, self.path)
+            atomic_write(self.path, lambda tmp: tmp.write_text(str(signum)))
 
 
 def _wait(ray, refs: dict, counts: dict, log, received: StopFile) -> None:
